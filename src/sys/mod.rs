@@ -1,0 +1,1 @@
+//! Operating-system calls, the only home of `unsafe` in dls.
