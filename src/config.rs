@@ -134,7 +134,13 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.reason)
         } else {
-            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.reason)
+            write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.reason
+            )
         }
     }
 }
@@ -180,7 +186,12 @@ impl Config {
             }
             match std::fs::metadata(&tftp.root) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return err("tftp.root", format!("{} is not a directory", tftp.root.display())),
+                Ok(_) => {
+                    return err(
+                        "tftp.root",
+                        format!("{} is not a directory", tftp.root.display()),
+                    )
+                }
                 Err(e) => return err("tftp.root", format!("{}: {e}", tftp.root.display())),
             }
             if tftp.max_blksize < 8 {

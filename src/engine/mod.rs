@@ -1,1 +1,181 @@
-//! The dataplane engine.
+//! The dataplane engine: one worker thread per core, each with its own mio
+//! poll (epoll on Linux, kqueue on FreeBSD), its own sockets and its own
+//! timers, pinned to its core.
+//!
+//! Requests are spread by the kernel: every worker binds its own listener to
+//! each configured address with SO_REUSEPORT (SO_REUSEPORT_LB on FreeBSD),
+//! and a transfer stays on the worker that accepted it. Nothing on the packet
+//! path is shared between workers except the read-only file images.
+//!
+//! Other threads talk to a worker only through its command channel and its
+//! mio waker ([`Engine::shutdown`], [`Engine::reload_tftp`]); the worker
+//! never waits on them. Counters are read through [`Engine::stats`].
+
+pub mod image;
+pub mod stats;
+pub mod tftp;
+mod timers;
+mod worker;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{self, Sender};
+use log::{info, warn};
+use mio::{Poll, Waker};
+
+use crate::config::Config;
+use crate::sys;
+use image::ImageCache;
+use stats::WorkerStats;
+use tftp::TftpContext;
+use worker::Worker;
+
+/// What other threads may ask of a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting; let transfers finish within the grace period.
+    Shutdown,
+    /// End every transfer now.
+    Abort,
+    /// Use this TFTP context for new requests.
+    ReloadTftp(Arc<TftpContext>),
+}
+
+struct WorkerHandle {
+    thread: JoinHandle<()>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+/// The running workers.
+pub struct Engine {
+    workers: Vec<WorkerHandle>,
+    stats: Vec<Arc<WorkerStats>>,
+    cache: Arc<ImageCache>,
+}
+
+impl Engine {
+    /// Binds every listener of every worker, then starts the workers. All
+    /// errors an operator can cause (address in use, missing root) surface
+    /// here, before anything serves.
+    pub fn start(config: &Config) -> io::Result<Engine> {
+        let count = config.worker_count();
+        let cores = sys::allowed_cores();
+        let cache = Arc::new(ImageCache::default());
+        let tftp_ctx = match &config.tftp {
+            Some(t) => Some(Arc::new(TftpContext::new(t, count)?)),
+            None => None,
+        };
+
+        let mut workers = Vec::with_capacity(count);
+        let mut all_stats = Vec::with_capacity(count);
+        let mut pending = Vec::with_capacity(count);
+        for id in 0..count {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), worker::WAKER)?);
+            let (tx, rx) = channel::unbounded();
+            let stats = Arc::new(WorkerStats::default());
+            let mut listeners = Vec::new();
+            if let Some(t) = &config.tftp {
+                for addr in &t.listen {
+                    listeners.push(tftp::bind_listener(*addr)?);
+                }
+            }
+            let core = if config.engine.pin_workers && !cores.is_empty() {
+                Some(cores[id % cores.len()])
+            } else {
+                None
+            };
+            let worker = Worker::new(
+                id,
+                poll,
+                rx,
+                stats.clone(),
+                config.engine.shutdown_grace,
+                tftp_ctx.clone().map(|ctx| (ctx, cache.clone(), listeners)),
+            )?;
+            pending.push((worker, core, tx, waker));
+            all_stats.push(stats);
+        }
+        for (worker, core, tx, waker) in pending {
+            let id = worker.id();
+            let thread = std::thread::Builder::new()
+                .name(format!("dls-worker-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if let Err(e) = sys::pin_to_core(core) {
+                            warn!("worker {id}: cannot pin to core {core}: {e}");
+                        }
+                    }
+                    worker.run();
+                })?;
+            workers.push(WorkerHandle {
+                thread,
+                commands: tx,
+                waker,
+            });
+        }
+        if let Some(t) = &config.tftp {
+            info!(
+                "tftp: serving {} on {:?} with {count} workers",
+                t.root.display(),
+                t.listen
+            );
+        }
+        Ok(Engine {
+            workers,
+            stats: all_stats,
+            cache,
+        })
+    }
+
+    fn broadcast(&self, make: impl Fn() -> Command) {
+        for w in &self.workers {
+            // A worker that already exited has dropped its receiver; fine.
+            let _ = w.commands.send(make());
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Asks every worker to stop accepting and to finish within the grace.
+    pub fn shutdown(&self) {
+        self.broadcast(|| Command::Shutdown);
+    }
+
+    /// Asks every worker to end everything now.
+    pub fn abort(&self) {
+        self.broadcast(|| Command::Abort);
+    }
+
+    /// New TFTP requests use `ctx`; transfers in flight are untouched.
+    pub fn reload_tftp(&self, ctx: Arc<TftpContext>) {
+        self.broadcast(|| Command::ReloadTftp(ctx.clone()));
+    }
+
+    /// Counters of every worker, readable while they run.
+    pub fn stats(&self) -> &[Arc<WorkerStats>] {
+        &self.stats
+    }
+
+    pub fn image_cache(&self) -> &Arc<ImageCache> {
+        &self.cache
+    }
+
+    /// True once any worker thread has ended (normally only after shutdown).
+    pub fn any_finished(&self) -> bool {
+        self.workers.iter().any(|w| w.thread.is_finished())
+    }
+
+    /// Waits for every worker; false if one panicked.
+    pub fn join(self) -> bool {
+        let mut clean = true;
+        for w in self.workers {
+            if w.thread.join().is_err() {
+                clean = false;
+            }
+        }
+        clean
+    }
+}

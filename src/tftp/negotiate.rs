@@ -82,7 +82,9 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
     };
     for (name, value) in &req.options {
         // A repeated option is answered once, from its first occurrence.
-        let Some(key) = known_option(name) else { continue };
+        let Some(key) = known_option(name) else {
+            continue;
+        };
         if n.oack.iter().any(|(k, _)| *k == key) {
             continue;
         }
@@ -91,8 +93,12 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
             "blksize" => {
                 // Below 8 is invalid (RFC 2348); above the cap is clamped,
                 // which the RFC allows since the OACK value is <= the request.
-                let Some(v) = number.filter(|&v| v >= u64::from(MIN_BLKSIZE)) else { continue };
-                n.blksize = v.min(u64::from(MAX_BLKSIZE)).min(u64::from(limits.max_blksize)) as u16;
+                let Some(v) = number.filter(|&v| v >= u64::from(MIN_BLKSIZE)) else {
+                    continue;
+                };
+                n.blksize = v
+                    .min(u64::from(MAX_BLKSIZE))
+                    .min(u64::from(limits.max_blksize)) as u16;
                 n.oack.push((key, n.blksize.to_string()));
             }
             "tsize" => {
@@ -102,12 +108,16 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
                 n.oack.push((key, size.to_string()));
             }
             "timeout" => {
-                let Some(v) = number.filter(|v| (1..=255).contains(v)) else { continue };
+                let Some(v) = number.filter(|v| (1..=255).contains(v)) else {
+                    continue;
+                };
                 n.timeout = Duration::from_secs(v);
                 n.oack.push((key, v.to_string()));
             }
             "windowsize" => {
-                let Some(v) = number.filter(|v| (1..=65535).contains(v)) else { continue };
+                let Some(v) = number.filter(|v| (1..=65535).contains(v)) else {
+                    continue;
+                };
                 n.windowsize = v.min(u64::from(limits.max_windowsize)) as u16;
                 n.oack.push((key, n.windowsize.to_string()));
             }
@@ -128,8 +138,9 @@ fn parse_decimal(raw: &[u8]) -> Option<u64> {
     if raw.is_empty() || raw.len() > 10 || !raw.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    raw.iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    raw.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +151,10 @@ mod tests {
         Request {
             filename: b"f",
             mode: b"octet",
-            options: options.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect(),
         }
     }
 
@@ -170,7 +184,11 @@ mod tests {
 
     #[test]
     fn bc_03_d_case_insensitive_names() {
-        let n = negotiate(&req(&[("BLKSIZE", "1432"), ("TSize", "0")]), 77, &Limits::default());
+        let n = negotiate(
+            &req(&[("BLKSIZE", "1432"), ("TSize", "0")]),
+            77,
+            &Limits::default(),
+        );
         assert_eq!(oack(&n), vec![("blksize", "1432"), ("tsize", "77")]);
         assert_eq!(Mode::parse(b"OCTET"), Some(Mode::Octet));
         assert_eq!(Mode::parse(b"NetAscii"), Some(Mode::Netascii));
@@ -179,7 +197,11 @@ mod tests {
 
     #[test]
     fn bc_03_e_unknown_option_ignored() {
-        let n = negotiate(&req(&[("foo", "bar"), ("blksize", "1432")]), 1, &Limits::default());
+        let n = negotiate(
+            &req(&[("foo", "bar"), ("blksize", "1432")]),
+            1,
+            &Limits::default(),
+        );
         assert_eq!(oack(&n), vec![("blksize", "1432")]);
     }
 

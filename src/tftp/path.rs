@@ -71,12 +71,18 @@ mod tests {
 
     #[test]
     fn bc_08_traversal_names_are_refused() {
-        assert_eq!(resolve(b"../tftp-private/secret.bin"), Err(PathError::ParentComponent));
+        assert_eq!(
+            resolve(b"../tftp-private/secret.bin"),
+            Err(PathError::ParentComponent)
+        );
         assert_eq!(
             resolve(b"pxelinux.cfg/../../tftp-private/secret.bin"),
             Err(PathError::ParentComponent)
         );
-        assert_eq!(resolve(b"..\\tftp-private\\secret.bin"), Err(PathError::Backslash));
+        assert_eq!(
+            resolve(b"..\\tftp-private\\secret.bin"),
+            Err(PathError::Backslash)
+        );
         assert_eq!(resolve(b"a/.."), Err(PathError::ParentComponent));
         assert_eq!(resolve(&[b'a'; 2000]), Err(PathError::TooLong));
         assert_eq!(resolve(&[b'a'; 300]), Err(PathError::TooLong));
@@ -92,8 +98,14 @@ mod tests {
             resolve(b"/srv/tftp-private/secret.bin").unwrap(),
             PathBuf::from("srv/tftp-private/secret.bin")
         );
-        assert_eq!(resolve(b"/pxelinux.cfg/default").unwrap(), PathBuf::from("pxelinux.cfg/default"));
-        assert_eq!(resolve(b"pxelinux.cfg//./default").unwrap(), PathBuf::from("pxelinux.cfg/default"));
+        assert_eq!(
+            resolve(b"/pxelinux.cfg/default").unwrap(),
+            PathBuf::from("pxelinux.cfg/default")
+        );
+        assert_eq!(
+            resolve(b"pxelinux.cfg//./default").unwrap(),
+            PathBuf::from("pxelinux.cfg/default")
+        );
     }
 
     #[test]

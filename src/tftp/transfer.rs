@@ -44,7 +44,10 @@ pub enum Transmit<'a> {
     /// Blocks `first..first + count` (see [`Transfer::block`]).
     Window { first: u64, count: u64 },
     /// An ERROR to the client; the transfer is over once it is sent.
-    Error { code: ErrorCode, message: &'static str },
+    Error {
+        code: ErrorCode,
+        message: &'static str,
+    },
 }
 
 /// One DATA packet's worth of the image.
@@ -87,10 +90,16 @@ pub enum Reaction {
 #[derive(Debug)]
 enum Phase {
     /// Options were accepted: the OACK waits for ACK 0.
-    Oack { encoded: Vec<u8>, unsent: bool },
+    Oack {
+        encoded: Vec<u8>,
+        unsent: bool,
+    },
     Data,
     /// An ERROR waits to be sent; after it the transfer is over.
-    Failing { code: ErrorCode, message: &'static str },
+    Failing {
+        code: ErrorCode,
+        message: &'static str,
+    },
     Done,
 }
 
@@ -129,7 +138,10 @@ impl Transfer {
         } else {
             let mut encoded = Vec::new();
             wire::encode_oack(&mut encoded, &negotiated.oack);
-            Phase::Oack { encoded, unsent: true }
+            Phase::Oack {
+                encoded,
+                unsent: true,
+            }
         };
         let mut t = Transfer {
             blksize,
@@ -196,7 +208,10 @@ impl Transfer {
     /// The next thing to send, if any.
     pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
         match &self.phase {
-            Phase::Oack { encoded, unsent: true } => Some(Transmit::Oack(encoded)),
+            Phase::Oack {
+                encoded,
+                unsent: true,
+            } => Some(Transmit::Oack(encoded)),
             Phase::Data if self.next <= self.window_end => Some(Transmit::Window {
                 first: self.next,
                 count: self.window_end - self.next + 1,
@@ -256,7 +271,8 @@ impl Transfer {
     fn handle_ack(&mut self, number: u16) -> Reaction {
         // The window bounds highest_sent - acked by windowsize (<= 1024), so
         // at most one block in this range carries any given 16-bit number.
-        let Some(seq) = (self.acked..=self.highest_sent).find(|&s| self.wire_number(s) == number) else {
+        let Some(seq) = (self.acked..=self.highest_sent).find(|&s| self.wire_number(s) == number)
+        else {
             return Reaction::StaleAck;
         };
         if seq == self.acked {

@@ -24,10 +24,20 @@ pub const DATA_HEADER_LEN: usize = 4;
 pub enum Packet<'a> {
     Rrq(Request<'a>),
     Wrq(Request<'a>),
-    Data { block: u16, data: &'a [u8] },
-    Ack { block: u16 },
-    Error { code: ErrorCode, message: &'a [u8] },
-    Oack { options: Vec<(&'a [u8], &'a [u8])> },
+    Data {
+        block: u16,
+        data: &'a [u8],
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a [u8],
+    },
+    Oack {
+        options: Vec<(&'a [u8], &'a [u8])>,
+    },
     /// An opcode this server does not know; answered with ERROR 4.
     Unknown(u16),
 }
@@ -229,7 +239,13 @@ pub fn encode_oack(out: &mut Vec<u8>, options: &[(&str, String)]) {
 }
 
 /// Encodes a request; servers never send one, clients (tests, dls-bench) do.
-pub fn encode_request(out: &mut Vec<u8>, opcode: u16, filename: &[u8], mode: &str, options: &[(&str, &str)]) {
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    opcode: u16,
+    filename: &[u8],
+    mode: &str,
+    options: &[(&str, &str)],
+) {
     out.extend_from_slice(&opcode.to_be_bytes());
     out.extend_from_slice(filename);
     out.push(0);
@@ -250,19 +266,32 @@ mod tests {
     #[test]
     fn rrq_with_options_round_trips() {
         let mut buf = Vec::new();
-        encode_request(&mut buf, OP_RRQ, b"pxelinux.0", "octet", &[("blksize", "1432"), ("tsize", "0")]);
+        encode_request(
+            &mut buf,
+            OP_RRQ,
+            b"pxelinux.0",
+            "octet",
+            &[("blksize", "1432"), ("tsize", "0")],
+        );
         assert_eq!(&buf[..2], &[0, 1]);
-        let Packet::Rrq(req) = Packet::parse(&buf).unwrap() else { panic!() };
+        let Packet::Rrq(req) = Packet::parse(&buf).unwrap() else {
+            panic!()
+        };
         assert_eq!(req.filename, b"pxelinux.0");
         assert_eq!(req.mode, b"octet");
-        assert_eq!(req.options, vec![(&b"blksize"[..], &b"1432"[..]), (&b"tsize"[..], &b"0"[..])]);
+        assert_eq!(
+            req.options,
+            vec![(&b"blksize"[..], &b"1432"[..]), (&b"tsize"[..], &b"0"[..])]
+        );
     }
 
     #[test]
     fn ipxe_rrq_bytes() {
         // What iPXE sends: octet blksize=1432 tsize=0.
         let bytes = b"\x00\x01boot.ipxe\x00octet\x00blksize\x001432\x00tsize\x000\x00";
-        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else { panic!() };
+        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(req.filename, b"boot.ipxe");
         assert_eq!(req.options.len(), 2);
     }
@@ -270,10 +299,14 @@ mod tests {
     #[test]
     fn padded_and_dangling_options_are_tolerated() {
         let bytes = b"\x00\x01f\x00octet\x00blksize\x00512\x00\x00\x00";
-        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else { panic!() };
+        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(req.options.len(), 1);
         let bytes = b"\x00\x01f\x00octet\x00blksize\x00512\x00tsize";
-        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else { panic!() };
+        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(req.options.len(), 1);
     }
 
@@ -281,8 +314,14 @@ mod tests {
     fn malformed_requests() {
         assert_eq!(Packet::parse(b""), Err(ParseError::Truncated));
         assert_eq!(Packet::parse(b"\x00"), Err(ParseError::Truncated));
-        assert_eq!(Packet::parse(b"\x00\x01file"), Err(ParseError::Unterminated));
-        assert_eq!(Packet::parse(b"\x00\x01file\x00octet"), Err(ParseError::Unterminated));
+        assert_eq!(
+            Packet::parse(b"\x00\x01file"),
+            Err(ParseError::Unterminated)
+        );
+        assert_eq!(
+            Packet::parse(b"\x00\x01file\x00octet"),
+            Err(ParseError::Unterminated)
+        );
         assert_eq!(Packet::parse(b"\x00\x04\x00"), Err(ParseError::Truncated));
         assert_eq!(Packet::parse(b"\x00\x03"), Err(ParseError::Truncated));
     }
@@ -290,7 +329,9 @@ mod tests {
     #[test]
     fn non_utf8_filename_stays_bytes() {
         let bytes = b"\x00\x01ipxe.efi\xff\x00octet\x00";
-        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else { panic!() };
+        let Packet::Rrq(req) = Packet::parse(bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(req.filename, b"ipxe.efi\xff");
     }
 
@@ -298,18 +339,34 @@ mod tests {
     fn data_ack_error_oack() {
         assert_eq!(
             Packet::parse(b"\x00\x03\x12\x34abc").unwrap(),
-            Packet::Data { block: 0x1234, data: b"abc" }
+            Packet::Data {
+                block: 0x1234,
+                data: b"abc"
+            }
         );
-        assert_eq!(Packet::parse(b"\x00\x04\xff\xff").unwrap(), Packet::Ack { block: 0xffff });
+        assert_eq!(
+            Packet::parse(b"\x00\x04\xff\xff").unwrap(),
+            Packet::Ack { block: 0xffff }
+        );
         let mut buf = Vec::new();
-        encode_error(&mut buf, ErrorCode::OptionRefused, "User aborted the transfer");
+        encode_error(
+            &mut buf,
+            ErrorCode::OptionRefused,
+            "User aborted the transfer",
+        );
         assert_eq!(
             Packet::parse(&buf).unwrap(),
-            Packet::Error { code: ErrorCode::OptionRefused, message: b"User aborted the transfer" }
+            Packet::Error {
+                code: ErrorCode::OptionRefused,
+                message: b"User aborted the transfer"
+            }
         );
         assert_eq!(
             Packet::parse(b"\x00\x05\x00\x08no nul").unwrap(),
-            Packet::Error { code: ErrorCode::OptionRefused, message: b"no nul" }
+            Packet::Error {
+                code: ErrorCode::OptionRefused,
+                message: b"no nul"
+            }
         );
         let mut buf = Vec::new();
         encode_oack(&mut buf, &[("blksize", "1468".into())]);

@@ -8,7 +8,10 @@ fn start(size: u64, options: &[(&str, &str)], limits: &Limits, now: Instant) -> 
     let req = Request {
         filename: b"f",
         mode: b"octet",
-        options: options.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect(),
+        options: options
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect(),
     };
     let n = negotiate(&req, size, limits);
     Transfer::new(&n, size, limits, now)
@@ -46,7 +49,14 @@ fn lockstep_without_options() {
     let t0 = Instant::now();
     let mut t = start(1300, &[], &Limits::default(), t0);
     assert_eq!(drain(&mut t, t0), vec![1]);
-    assert_eq!(t.block(1), Block { number: 1, offset: 0, len: 512 });
+    assert_eq!(
+        t.block(1),
+        Block {
+            number: 1,
+            offset: 0,
+            len: 512
+        }
+    );
     assert_eq!(ack(&mut t, 1, t0), Reaction::Accepted);
     assert_eq!(drain(&mut t, t0), vec![2]);
     assert_eq!(ack(&mut t, 2, t0), Reaction::Accepted);
@@ -62,7 +72,10 @@ fn lockstep_without_options() {
 fn bc_03_c_empty_file_is_one_empty_block() {
     let t0 = Instant::now();
     let mut t = start(0, &[("tsize", "0")], &Limits::default(), t0);
-    assert!(matches!(t.poll_transmit(), Some(Transmit::Oack(b"\x00\x06tsize\x000\x00"))));
+    assert!(matches!(
+        t.poll_transmit(),
+        Some(Transmit::Oack(b"\x00\x06tsize\x000\x00"))
+    ));
     assert!(drain(&mut t, t0).is_empty());
     ack(&mut t, 0, t0);
     assert_eq!(drain(&mut t, t0), vec![1]);
@@ -99,7 +112,10 @@ fn bc_05_duplicate_acks_never_resend_and_timer_holds() {
     data_packets += 1;
     for k in 1..=3 {
         assert_eq!(ack(&mut t, 4, ms(500 * k)), Reaction::DuplicateAck);
-        assert!(drain(&mut t, ms(500 * k)).is_empty(), "no DATA 6 before ACK 5, no resend per dup");
+        assert!(
+            drain(&mut t, ms(500 * k)).is_empty(),
+            "no DATA 6 before ACK 5, no resend per dup"
+        );
         t.handle_timeout(ms(500 * k));
     }
     // The deadline was not pushed back by the duplicates: 2 s after the send.
@@ -135,7 +151,12 @@ fn bc_05_duplicate_acks_never_resend_and_timer_holds() {
 fn bc_06_windowed_loss_and_reordering() {
     // 102,400 bytes at 1468 = 70 blocks, window 8, timeout 1 s.
     let t0 = Instant::now();
-    let opts = [("blksize", "1468"), ("tsize", "0"), ("windowsize", "8"), ("timeout", "1")];
+    let opts = [
+        ("blksize", "1468"),
+        ("tsize", "0"),
+        ("windowsize", "8"),
+        ("timeout", "1"),
+    ];
     let mut t = start(102_400, &opts, &Limits::default(), t0);
     assert_eq!(t.block(70).len, 102_400 - 69 * 1468);
     drain(&mut t, t0);
@@ -183,7 +204,13 @@ fn bc_06_windowed_loss_and_reordering() {
     }
     now += Duration::from_secs(1);
     t.handle_timeout(now);
-    assert!(matches!(t.poll_transmit(), Some(Transmit::Error { code: ErrorCode::NotDefined, .. })));
+    assert!(matches!(
+        t.poll_transmit(),
+        Some(Transmit::Error {
+            code: ErrorCode::NotDefined,
+            ..
+        })
+    ));
     t.on_sent(1, now);
     assert!(t.is_done());
     assert_eq!(t.outcome(), Some(Outcome::TimedOut));
@@ -251,7 +278,12 @@ fn rollover_to_one_when_configured() {
 #[test]
 fn bc_02_client_error_after_oack_ends_quietly() {
     let t0 = Instant::now();
-    let mut t = start(4096, &[("tsize", "0"), ("blksize", "1468")], &Limits::default(), t0);
+    let mut t = start(
+        4096,
+        &[("tsize", "0"), ("blksize", "1468")],
+        &Limits::default(),
+        t0,
+    );
     assert!(matches!(t.poll_transmit(), Some(Transmit::Oack(_))));
     t.on_sent(1, t0);
     let err = Packet::Error {
@@ -259,7 +291,10 @@ fn bc_02_client_error_after_oack_ends_quietly() {
         message: b"User aborted the transfer",
     };
     assert_eq!(t.handle_packet(&err, t0), Reaction::Accepted);
-    assert_eq!(t.outcome(), Some(Outcome::ClientError(ErrorCode::OptionRefused)));
+    assert_eq!(
+        t.outcome(),
+        Some(Outcome::ClientError(ErrorCode::OptionRefused))
+    );
     assert!(t.poll_transmit().is_none(), "no OACK resend, no ERROR back");
     assert_eq!(t.poll_timeout(), None);
     t.handle_timeout(t0 + Duration::from_secs(10));
@@ -295,9 +330,21 @@ fn partial_window_send_resumes_where_the_kernel_stopped() {
     let mut t = start(100_000, &[("windowsize", "16")], &Limits::default(), t0);
     t.on_sent(1, t0);
     ack(&mut t, 0, t0);
-    assert_eq!(t.poll_transmit(), Some(Transmit::Window { first: 1, count: 16 }));
+    assert_eq!(
+        t.poll_transmit(),
+        Some(Transmit::Window {
+            first: 1,
+            count: 16
+        })
+    );
     t.on_sent(5, t0);
-    assert_eq!(t.poll_transmit(), Some(Transmit::Window { first: 6, count: 11 }));
+    assert_eq!(
+        t.poll_transmit(),
+        Some(Transmit::Window {
+            first: 6,
+            count: 11
+        })
+    );
     t.on_sent(11, t0);
     assert_eq!(t.poll_transmit(), None);
     assert_eq!(t.retransmitted(), 0);
@@ -316,8 +363,14 @@ fn timeout_restarts_from_last_ack_and_counts_retransmits() {
     assert_eq!(drain(&mut t, t0 + Duration::from_secs(1)), vec![3, 4, 5, 6]);
     assert_eq!(t.retransmitted(), 2 + 4);
     // A late ACK from before the timeout still counts as progress.
-    assert_eq!(ack(&mut t, 6, t0 + Duration::from_secs(1)), Reaction::Accepted);
-    assert_eq!(drain(&mut t, t0 + Duration::from_secs(1)), vec![7, 8, 9, 10]);
+    assert_eq!(
+        ack(&mut t, 6, t0 + Duration::from_secs(1)),
+        Reaction::Accepted
+    );
+    assert_eq!(
+        drain(&mut t, t0 + Duration::from_secs(1)),
+        vec![7, 8, 9, 10]
+    );
 }
 
 #[test]
@@ -328,7 +381,10 @@ fn abort_sends_one_error_then_done() {
     t.abort(ErrorCode::NotDefined, "File changed");
     assert_eq!(
         t.poll_transmit(),
-        Some(Transmit::Error { code: ErrorCode::NotDefined, message: "File changed" })
+        Some(Transmit::Error {
+            code: ErrorCode::NotDefined,
+            message: "File changed"
+        })
     );
     t.on_sent(1, t0);
     assert!(t.is_done());

@@ -1,0 +1,167 @@
+//! One worker thread: a poll loop over the sockets it owns.
+//!
+//! Each turn of the loop waits for readiness or for the earliest timer,
+//! handles what is ready with per-source bounds, then runs expired timers and
+//! commands. Sources that hit their bound are kept in a backlog and the next
+//! wait does not block, so no source starves and no event is lost with
+//! edge-triggered readiness.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Receiver;
+use log::{debug, error, info};
+use mio::{Events, Poll, Token};
+
+use super::image::ImageCache;
+use super::stats::WorkerStats;
+use super::tftp::{TftpContext, TftpService};
+use super::Command;
+
+pub const WAKER: Token = Token(0);
+
+/// Readiness events taken per wait.
+const EVENTS_CAPACITY: usize = 1024;
+
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    commands: Receiver<Command>,
+    grace: Duration,
+    tftp: Option<TftpService>,
+    /// Set once shutdown was asked: the moment transfers must be over.
+    stop_by: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        commands: Receiver<Command>,
+        stats: Arc<WorkerStats>,
+        grace: Duration,
+        tftp: Option<(Arc<TftpContext>, Arc<ImageCache>, Vec<mio::net::UdpSocket>)>,
+    ) -> io::Result<Worker> {
+        let tftp = match tftp {
+            Some((ctx, cache, listeners)) => Some(TftpService::new(
+                ctx,
+                cache,
+                stats,
+                listeners,
+                poll.registry(),
+            )?),
+            None => None,
+        };
+        Ok(Worker {
+            id,
+            poll,
+            commands,
+            grace,
+            tftp,
+            stop_by: None,
+        })
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("worker {}: poll failed: {e}", self.id);
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                if let Some(tftp) = self.tftp.as_mut().filter(|_| TftpService::owns(token)) {
+                    tftp.ready(token, self.poll.registry(), now);
+                }
+            }
+            if let Some(tftp) = self.tftp.as_mut() {
+                tftp.run_pending(self.poll.registry(), now);
+            }
+            if !self.handle_commands(now) {
+                break;
+            }
+            if let Some(stop_by) = self.stop_by {
+                if self.active() == 0 {
+                    break;
+                }
+                if now >= stop_by {
+                    info!(
+                        "worker {}: grace period over, ending {} transfers",
+                        self.id,
+                        self.active()
+                    );
+                    self.abort_all(now);
+                    break;
+                }
+            }
+        }
+        debug!("worker {}: stopped", self.id);
+    }
+
+    fn active(&self) -> usize {
+        self.tftp.as_ref().map_or(0, |t| t.active())
+    }
+
+    fn abort_all(&mut self, now: Instant) {
+        if let Some(tftp) = self.tftp.as_mut() {
+            tftp.abort_all(self.poll.registry(), now);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        let tftp = self.tftp.as_ref();
+        if tftp.is_some_and(|t| t.has_backlog()) {
+            return Some(Duration::ZERO);
+        }
+        let deadline = [tftp.and_then(|t| t.next_deadline()), self.stop_by]
+            .into_iter()
+            .flatten()
+            .min();
+        deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Applies queued commands; false when the worker must exit now.
+    fn handle_commands(&mut self, now: Instant) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Shutdown => {
+                    if self.stop_by.is_none() {
+                        self.stop_by = Some(now + self.grace);
+                        if let Some(tftp) = self.tftp.as_mut() {
+                            tftp.stop_listening(self.poll.registry());
+                        }
+                        debug!(
+                            "worker {}: shutting down, {} transfers in flight",
+                            self.id,
+                            self.active()
+                        );
+                    }
+                }
+                Command::Abort => {
+                    self.abort_all(now);
+                    return false;
+                }
+                Command::ReloadTftp(ctx) => {
+                    if let Some(tftp) = self.tftp.as_mut() {
+                        tftp.reload(ctx);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
