@@ -24,6 +24,26 @@ pub struct Config {
     #[serde(default)]
     pub engine: EngineConfig,
     pub tftp: Option<TftpConfig>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the control thread's endpoint (/metrics, /health, status).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Port 0 picks a free port (logged at start), for tests.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
 }
 
 /// `[engine]`: the worker threads that own every dataplane socket.
@@ -37,6 +57,8 @@ pub struct EngineConfig {
     /// How long transfers in flight may run on after SIGINT/SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// File that `dlsd serve` writes its PID to and `dlsd reload` reads.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +67,7 @@ impl Default for EngineConfig {
             workers: 0,
             pin_workers: true,
             shutdown_grace: Duration::from_secs(10),
+            pid_file: None,
         }
     }
 }

@@ -1,24 +1,19 @@
-//! `dlsd`, the dls server binary: command line, logging, signals.
+//! `dlsd`, the dls server binary: command line and start-up.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use log::{error, info, warn};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use log::info;
 
 use dls::config::Config;
-use dls::engine::stats::TftpSnapshot;
-use dls::engine::tftp::TftpContext;
+use dls::control::Control;
 use dls::engine::Engine;
 
 /// dls: network-boot server for diskless labs (TFTP today; DHCP and iSCSI
 /// are on the way).
 ///
-/// Configuration is one TOML file; see README.md for every key. Logs go to
+/// Configuration is one TOML file; README.md lists every key. Logs go to
 /// standard error; set the level with --log-level or RUST_LOG.
 #[derive(Parser)]
 #[command(name = "dlsd", version, about, long_about)]
@@ -32,8 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server until SIGINT or SIGTERM. SIGHUP reloads the TFTP
-    /// settings of the configuration file for new requests.
+    /// Run the server until SIGINT or SIGTERM (the first finishes transfers
+    /// in flight, a second ends them). SIGHUP reloads the configuration.
     Serve {
         /// The configuration file.
         #[arg(long, short)]
@@ -45,6 +40,13 @@ enum Command {
         /// The configuration file.
         path: PathBuf,
     },
+    /// Validate the configuration file, then tell the running server (found
+    /// through `engine.pid_file`) to reload it, with SIGHUP.
+    Reload {
+        /// The configuration file the server runs with.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,142 +56,73 @@ fn main() -> ExitCode {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
-    match cli.command {
-        Command::CheckConfig { path } => match Config::load(&path) {
-            Ok(config) => {
-                print!("{}", config.to_toml());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("dlsd: invalid configuration: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::CheckConfig { path } => Config::load(&path)
+            .map(|config| print!("{}", config.to_toml()))
+            .map_err(|e| format!("invalid configuration: {e}")),
         Command::Serve { config } => serve(&config),
+        Command::Reload { config } => reload(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("dlsd: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn serve(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dlsd: invalid configuration: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn serve(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
     if config.tftp.is_none() {
-        eprintln!(
-            "dlsd: {}: no service configured (add a [tftp] section)",
+        return Err(format!(
+            "{}: no service configured (add a [tftp] section)",
             path.display()
-        );
-        return ExitCode::FAILURE;
+        ));
     }
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("dlsd: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let engine = match Engine::start(&config) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("dlsd: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let pid_file = config.engine.pid_file.clone();
+    let engine = Engine::start(&config).map_err(|e| format!("cannot start: {e}"))?;
+    let control = Control::new(path, config, engine).map_err(|e| format!("cannot start: {e}"))?;
+    if let Some(p) = &pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("engine.pid_file {}: {e}", p.display()))?;
+    }
     info!(
         "dlsd {} running (pid {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-
-    let mut stopping = false;
-    let mut current = config;
-    loop {
-        for signal in signals.pending() {
-            match signal {
-                SIGHUP => current = reload(path, &current, &engine),
-                _ if stopping => {
-                    warn!("second stop signal: ending transfers now");
-                    engine.abort();
-                }
-                _ => {
-                    info!("stop signal: no new requests; finishing transfers in flight");
-                    stopping = true;
-                    engine.shutdown();
-                }
-            }
-        }
-        if engine.any_finished() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let clean = control.run();
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
     }
-    let stats: Vec<_> = engine.stats().to_vec();
-    let clean = engine.join();
-    log_summary(&TftpSnapshot::sum(&stats));
-    if clean && stopping {
-        ExitCode::SUCCESS
+    if clean {
+        Ok(())
     } else {
-        error!("a worker thread ended unexpectedly");
-        ExitCode::FAILURE
+        Err("stopped after a worker failure".into())
     }
 }
 
-/// Re-reads the file; applies it if valid, keeps `current` otherwise.
-fn reload(path: &Path, current: &Config, engine: &Engine) -> Config {
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("reload refused, keeping the running configuration: {e}");
-            return current.clone();
-        }
-    };
-    match (&new.tftp, &current.tftp) {
-        (Some(t), Some(old)) => {
-            if t.listen != old.listen {
-                warn!(
-                    "reload: tftp.listen changes need a restart; keeping {:?}",
-                    old.listen
-                );
-            }
-            match TftpContext::new(t, current.worker_count()) {
-                Ok(ctx) => {
-                    engine.reload_tftp(Arc::new(ctx));
-                    info!("reload: configuration applied to new requests");
-                    new
-                }
-                Err(e) => {
-                    error!("reload refused, keeping the running configuration: {e}");
-                    current.clone()
-                }
-            }
-        }
-        _ => {
-            error!("reload refused: adding or removing a service needs a restart");
-            current.clone()
-        }
-    }
-}
-
-fn log_summary(s: &TftpSnapshot) {
-    let errors: Vec<String> = s
-        .errors
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{}={n}", k.name()))
-        .collect();
-    info!(
-        "tftp summary: requests={} completed={} bytes_sent={} packets_sent={} retransmits={} errors=[{}] p50={}us p99={}us max={}us",
-        s.requests,
-        s.completed,
-        s.bytes_sent,
-        s.packets_sent,
-        s.retransmits,
-        errors.join(" "),
-        s.durations.value_at_quantile(0.5),
-        s.durations.value_at_quantile(0.99),
-        s.durations.max()
-    );
+fn reload(path: &Path) -> Result<(), String> {
+    let config =
+        Config::load(path).map_err(|e| format!("invalid configuration, not reloading: {e}"))?;
+    let pid_file = config.engine.pid_file.ok_or_else(|| {
+        format!(
+            "{}: engine.pid_file is not set, so the server cannot be found",
+            path.display()
+        )
+    })?;
+    let text = std::fs::read_to_string(&pid_file)
+        .map_err(|e| format!("engine.pid_file {}: {e}", pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("engine.pid_file {}: not a PID", pid_file.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal dlsd (pid {pid}): {e}"))?;
+    println!("dlsd (pid {pid}): reload requested");
+    Ok(())
 }

@@ -12,6 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # command -> Debian package that provides it
 declare -A need=(
   [curl]=curl [atftp]=atftp [tftp]=tftp-hpa [ip]=iproute2 [tc]=iproute2
+  [promtool]=prometheus
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -50,11 +50,26 @@ impl Server {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config_path = dir.path().join("dls.toml");
         let config = format!(
-            "[engine]\nworkers = 2\nshutdown_grace = \"3s\"\n[tftp]\nlisten = [\"{addr}\"]\nroot = {:?}\n{extra_tftp}\n{extra}\n",
+            "[engine]\nworkers = 2\nshutdown_grace = \"3s\"\n[http]\nlisten = \"127.0.0.1:0\"\n[tftp]\nlisten = [\"{addr}\"]\nroot = {:?}\n{extra_tftp}\n{extra}\n",
             root
         );
         std::fs::write(&config_path, config).unwrap();
-        Server::spawn(dir, root, addr, config_path)
+        Server::spawn(dir, root, addr, config_path, &[])
+    }
+
+    /// Starts dlsd listening on `addr` under a command prefix such as
+    /// `ip netns exec NS` (which execs, so the PID stays dlsd's).
+    pub fn start_wrapped(wrapper: &[&str], addr: SocketAddr, extra_tftp: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let config_path = dir.path().join("dls.toml");
+        let config = format!(
+            "[engine]\nworkers = 2\nshutdown_grace = \"3s\"\n[tftp]\nlisten = [\"{addr}\"]\nroot = {:?}\n{extra_tftp}\n",
+            root
+        );
+        std::fs::write(&config_path, config).unwrap();
+        Server::spawn(dir, root, addr, config_path, wrapper)
     }
 
     fn spawn(
@@ -62,8 +77,17 @@ impl Server {
         root: PathBuf,
         addr: SocketAddr,
         config_path: PathBuf,
+        wrapper: &[&str],
     ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dlsd"))
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_dlsd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_dlsd")),
+        };
+        let mut child = cmd
             .args(["--log-level", "debug", "serve", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -120,6 +144,11 @@ impl Server {
         }
         std::fs::write(&p, bytes).unwrap();
         p
+    }
+
+    /// True while the dlsd process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,172 @@
+//! Prometheus text exposition (format 0.0.4) of the workers' counters.
+//!
+//! Counters are summed over workers at scrape time; the transfer-time
+//! histogram is rebuilt from the merged hdrhistogram into fixed buckets.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::engine::stats::TftpSnapshot;
+
+/// Facts about the process shown beside the counters.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub version: &'static str,
+    pub uptime: Duration,
+    pub config_generation: u64,
+    pub workers: usize,
+}
+
+/// Upper bounds of the transfer-time buckets, in seconds.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Renders every metric.
+pub fn render(tftp: Option<&TftpSnapshot>, info: &ProcessInfo) -> String {
+    let mut out = String::with_capacity(4096);
+    gauge(
+        &mut out,
+        "dls_uptime_seconds",
+        "Seconds since dlsd started.",
+        info.uptime.as_secs_f64(),
+    );
+    gauge(
+        &mut out,
+        "dls_config_generation",
+        "Configurations applied since start (1 = the one loaded at start).",
+        info.config_generation as f64,
+    );
+    gauge(
+        &mut out,
+        "dls_workers",
+        "Dataplane worker threads.",
+        info.workers as f64,
+    );
+    let _ = writeln!(out, "# HELP dls_build_info Build of the running dlsd.");
+    let _ = writeln!(out, "# TYPE dls_build_info gauge");
+    let _ = writeln!(out, "dls_build_info{{version=\"{}\"}} 1", info.version);
+
+    if let Some(t) = tftp {
+        counter(
+            &mut out,
+            "dls_tftp_requests_total",
+            "TFTP requests received (RRQ and WRQ).",
+            t.requests,
+        );
+        counter(
+            &mut out,
+            "dls_tftp_transfers_completed_total",
+            "TFTP transfers acknowledged to the last block.",
+            t.completed,
+        );
+        counter(
+            &mut out,
+            "dls_tftp_bytes_sent_total",
+            "TFTP DATA payload bytes sent, retransmissions included.",
+            t.bytes_sent,
+        );
+        counter(
+            &mut out,
+            "dls_tftp_packets_sent_total",
+            "TFTP DATA packets sent.",
+            t.packets_sent,
+        );
+        counter(
+            &mut out,
+            "dls_tftp_retransmits_total",
+            "TFTP DATA packets sent more than once.",
+            t.retransmits,
+        );
+        gauge(
+            &mut out,
+            "dls_tftp_active_transfers",
+            "TFTP transfers in flight.",
+            t.active as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP dls_tftp_errors_total TFTP requests and transfers that failed, by kind."
+        );
+        let _ = writeln!(out, "# TYPE dls_tftp_errors_total counter");
+        for (kind, n) in &t.errors {
+            let _ = writeln!(out, "dls_tftp_errors_total{{kind=\"{}\"}} {n}", kind.name());
+        }
+        histogram(
+            &mut out,
+            "dls_tftp_transfer_duration_seconds",
+            "Time from request to last ACK of completed TFTP transfers.",
+            &t.durations,
+        );
+    }
+    out
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+/// A Prometheus histogram from an hdrhistogram of microseconds.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for le in DURATION_BUCKETS {
+        let micros = (le * 1e6) as u64;
+        let count = h
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() <= micros)
+            .map(|v| v.count_at_value())
+            .sum::<u64>();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+    let sum_micros: f64 = h
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum();
+    let _ = writeln!(out, "{name}_sum {}", sum_micros / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::stats::WorkerStats;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let w = Arc::new(WorkerStats::default());
+        w.tftp.record_duration(Duration::from_millis(3));
+        w.tftp.record_duration(Duration::from_millis(300));
+        let snap = TftpSnapshot::sum(&[w]);
+        let info = ProcessInfo {
+            version: "0.1.0",
+            uptime: Duration::from_secs(5),
+            config_generation: 1,
+            workers: 1,
+        };
+        let text = render(Some(&snap), &info);
+        assert!(
+            text.contains("dls_tftp_transfer_duration_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dls_tftp_transfer_duration_seconds_bucket{le=\"0.5\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("dls_tftp_transfer_duration_seconds_count 2\n"));
+        assert!(text.contains("dls_tftp_errors_total{kind=\"unknown_tid\"} 0\n"));
+    }
+}
