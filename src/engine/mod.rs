@@ -12,6 +12,7 @@
 //! never waits on them. Counters are read through [`Engine::stats`].
 
 pub mod image;
+pub mod outq;
 pub mod stats;
 pub mod tftp;
 mod timers;

@@ -142,3 +142,30 @@ pub fn is_gso_unsupported(_e: &io::Error) -> bool {
 pub fn is_fault(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EFAULT)
 }
+
+/// FreeBSD sendfile(2): only regular files can be sent (not devices such as
+/// zvols, whose callers must use pread). A partial send on a non-blocking
+/// socket returns EAGAIN with `sbytes` set; that count is returned here.
+pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    let mut sent: libc::off_t = 0;
+    // SAFETY: descriptors are open; `sent` is a valid out-pointer; no
+    // header/trailer vector is passed.
+    let ret = unsafe {
+        libc::sendfile(file.as_raw_fd(), sock, offset as libc::off_t, len, std::ptr::null_mut(), &mut sent, 0)
+    };
+    if ret == -1 {
+        let e = io::Error::last_os_error();
+        if sent > 0 && e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(sent as usize);
+        }
+        return Err(e);
+    }
+    Ok(sent as usize)
+}
+
+/// FreeBSD has no MSG_MORE; a plain non-blocking send.
+pub fn send_more(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: bytes is a valid slice for the duration of the call.
+    let n = unsafe { libc::send(sock, bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    cvt(n).map(|n| n as usize)
+}

@@ -216,3 +216,29 @@ pub fn is_gso_unsupported(e: &io::Error) -> bool {
 pub fn is_fault(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EFAULT)
 }
+
+/// Copies up to `len` bytes of `file` at `offset` to the socket `sock`
+/// inside the kernel (Linux: regular files and block devices). Returns the
+/// bytes sent, possibly fewer than asked; `WouldBlock` when none.
+pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+    let mut off = offset as libc::off_t;
+    // SAFETY: both descriptors are open for the call; `off` is a valid
+    // off_t the kernel updates; nothing else is passed by pointer.
+    let n = unsafe { libc::sendfile(sock, file.as_raw_fd(), &mut off, len) };
+    cvt(n).map(|n| n as usize)
+}
+
+/// `send` with MSG_MORE: a header that the next write (often a sendfile)
+/// continues, so both leave in the same TCP segments.
+pub fn send_more(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: bytes is a valid slice for the duration of the call.
+    let n = unsafe {
+        libc::send(
+            sock,
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    cvt(n).map(|n| n as usize)
+}
