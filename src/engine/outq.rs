@@ -26,8 +26,15 @@ pub enum FilePath {
 
 #[derive(Debug)]
 enum Chunk {
-    Bytes { buf: Vec<u8>, pos: usize },
-    File { file: Arc<File>, offset: u64, len: u64 },
+    Bytes {
+        buf: Vec<u8>,
+        pos: usize,
+    },
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// Pending output of one connection.
@@ -73,10 +80,16 @@ impl OutQueue {
     pub fn flush(&mut self, sock: RawFd, path: FilePath) -> io::Result<bool> {
         loop {
             let more = self.chunks.len() > 1;
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
             let written = match front {
                 Chunk::Bytes { buf, pos } => {
-                    let r = if more { sys::send_more(sock, &buf[*pos..]) } else { write_fd(sock, &buf[*pos..]) };
+                    let r = if more {
+                        sys::send_more(sock, &buf[*pos..])
+                    } else {
+                        write_fd(sock, &buf[*pos..])
+                    };
                     match r {
                         Ok(n) => {
                             *pos += n;
@@ -89,10 +102,21 @@ impl OutQueue {
                     let want = (*len).min(isize::MAX as u64) as usize;
                     let r = match path {
                         FilePath::Sendfile => sys::sendfile(sock, file, *offset, want),
-                        FilePath::Pread => pread_write(sock, file, *offset, want.min(PREAD_CHUNK), &mut self.scratch),
+                        FilePath::Pread => pread_write(
+                            sock,
+                            file,
+                            *offset,
+                            want.min(PREAD_CHUNK),
+                            &mut self.scratch,
+                        ),
                     };
                     match r {
-                        Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backing store shrank")),
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "backing store shrank",
+                            ))
+                        }
                         Ok(n) => {
                             *offset += n as u64;
                             *len -= n as u64;
@@ -135,7 +159,13 @@ fn write_fd(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
 /// Reads `len` bytes at `offset` and writes what the socket takes. Bytes
 /// read but not taken are read again next time (simple, and rare: the
 /// socket was full).
-fn pread_write(sock: RawFd, file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+fn pread_write(
+    sock: RawFd,
+    file: &File,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<usize> {
     buf.resize(len, 0);
     let got = sys::pread_full(file, buf, offset)?;
     if got == 0 {

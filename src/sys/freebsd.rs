@@ -14,7 +14,7 @@ use std::path::Path;
 
 use socket2::SockAddr;
 
-use super::{cvt, Datagram};
+use super::{cvt, Datagram, GsoRefusal};
 
 /// Pins the calling thread to `core`.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
@@ -135,8 +135,9 @@ pub fn send_datagrams(
     result
 }
 
-pub fn is_gso_unsupported(_e: &io::Error) -> bool {
-    true
+/// FreeBSD never does GSO; `send_datagrams` ignores it, so nothing fails.
+pub fn gso_refusal(_e: &io::Error) -> Option<GsoRefusal> {
+    Some(GsoRefusal::Kernel)
 }
 
 pub fn is_fault(e: &io::Error) -> bool {
@@ -151,7 +152,15 @@ pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> io::Result
     // SAFETY: descriptors are open; `sent` is a valid out-pointer; no
     // header/trailer vector is passed.
     let ret = unsafe {
-        libc::sendfile(file.as_raw_fd(), sock, offset as libc::off_t, len, std::ptr::null_mut(), &mut sent, 0)
+        libc::sendfile(
+            file.as_raw_fd(),
+            sock,
+            offset as libc::off_t,
+            len,
+            std::ptr::null_mut(),
+            &mut sent,
+            0,
+        )
     };
     if ret == -1 {
         let e = io::Error::last_os_error();
@@ -166,6 +175,13 @@ pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> io::Result
 /// FreeBSD has no MSG_MORE; a plain non-blocking send.
 pub fn send_more(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
     // SAFETY: bytes is a valid slice for the duration of the call.
-    let n = unsafe { libc::send(sock, bytes.as_ptr() as *const libc::c_void, bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let n = unsafe {
+        libc::send(
+            sock,
+            bytes.as_ptr() as *const libc::c_void,
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
     cvt(n).map(|n| n as usize)
 }

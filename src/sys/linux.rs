@@ -9,7 +9,7 @@ use std::path::Path;
 
 use socket2::SockAddr;
 
-use super::{cvt, Datagram};
+use super::{cvt, Datagram, GsoRefusal};
 
 /// Pins the calling thread to `core`.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
@@ -204,12 +204,15 @@ pub fn send_datagrams(
     result
 }
 
-/// True for the errors that mean the kernel cannot do UDP GSO on this path.
-pub fn is_gso_unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
-    )
+/// Whether an error of a GSO send means GSO cannot work, and for how much.
+pub fn gso_refusal(e: &io::Error) -> Option<GsoRefusal> {
+    match e.raw_os_error()? {
+        libc::ENOPROTOOPT | libc::EOPNOTSUPP => Some(GsoRefusal::Kernel),
+        // EINVAL: a segment larger than the route's MTU; EIO: a device
+        // without checksum offload. Both depend on where the packets go.
+        libc::EINVAL | libc::EIO => Some(GsoRefusal::Path),
+        _ => None,
+    }
 }
 
 /// True when a send faulted on its source bytes: the mapped file shrank.

@@ -54,6 +54,15 @@ impl Segment {
     }
 }
 
+/// Why a UDP GSO send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GsoRefusal {
+    /// The kernel has no UDP GSO: stop trying on this worker.
+    Kernel,
+    /// Not for this destination or segment size: stop for this transfer.
+    Path,
+}
+
 /// One datagram: a short header followed by a payload segment.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram {

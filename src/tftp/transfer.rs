@@ -251,6 +251,12 @@ impl Transfer {
     /// Feeds one packet from the client's TID.
     pub fn handle_packet(&mut self, packet: &Packet<'_>, _now: Instant) -> Reaction {
         match (packet, &self.phase) {
+            // Our ERROR is still queued, but an ERROR is never answered
+            // (RFC 1350 section 7): drop ours. The outcome stays ours.
+            (Packet::Error { .. }, Phase::Failing { .. }) => {
+                self.phase = Phase::Done;
+                Reaction::Accepted
+            }
             (_, Phase::Done | Phase::Failing { .. }) => Reaction::Unexpected,
             (Packet::Error { code, .. }, _) => {
                 self.finish(Outcome::ClientError(*code));

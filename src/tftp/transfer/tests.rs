@@ -391,3 +391,45 @@ fn abort_sends_one_error_then_done() {
     assert_eq!(t.outcome(), Some(Outcome::Aborted));
     assert_eq!(ack(&mut t, 1, t0), Reaction::Unexpected);
 }
+
+/// Found by the tftp_transfer fuzz target: an abort (or a give-up after the
+/// last retry) queues an ERROR; if the client's own ERROR arrives before it
+/// is sent, the queued one must not follow it (RFC 1350 section 7: an ERROR
+/// is never answered).
+#[test]
+fn fuzz_client_error_while_our_error_is_queued_sends_nothing() {
+    let t0 = Instant::now();
+    // The fuzz input: windowsize and timeout options, ACK 0 twice, abort,
+    // then the client's ERROR 0.
+    let mut t = start(
+        0x3c3c_2a41,
+        &[("timeout", "42"), ("windowsize", "2560")],
+        &limits(1000),
+        t0,
+    );
+    assert_eq!(ack(&mut t, 0, t0), Reaction::Accepted);
+    assert_eq!(ack(&mut t, 0, t0), Reaction::DuplicateAck);
+    t.abort(ErrorCode::NotDefined, "Server shutting down");
+    let error = Packet::Error {
+        code: ErrorCode::NotDefined,
+        message: b"",
+    };
+    assert_eq!(t.handle_packet(&error, t0), Reaction::Accepted);
+    assert_eq!(t.poll_transmit(), None);
+    assert!(t.is_done());
+    assert_eq!(t.poll_timeout(), None);
+    assert_eq!(t.outcome(), Some(Outcome::Aborted));
+
+    // The same after giving up on retries: the timeout ERROR is dropped.
+    let mut t = start(1000, &[], &limits(1000), t0);
+    let mut now = t0;
+    for _ in 0..=Limits::default().retries {
+        now += Duration::from_secs(1);
+        t.handle_timeout(now);
+    }
+    assert!(matches!(t.poll_transmit(), Some(Transmit::Error { .. })));
+    assert_eq!(t.handle_packet(&error, now), Reaction::Accepted);
+    assert_eq!(t.poll_transmit(), None);
+    assert!(t.is_done());
+    assert_eq!(t.outcome(), Some(Outcome::TimedOut));
+}

@@ -24,14 +24,16 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+mod send;
+
 use super::image::{Flavor, Image, ImageCache};
 use super::stats::{TftpError, WorkerStats};
 use super::timers::Timers;
 use crate::config::{SendPath, TftpConfig};
-use crate::sys::{self, Datagram, Segment, SendBatch};
+use crate::sys::{self, Datagram, SendBatch};
 use crate::tftp::negotiate::{negotiate, Limits, Mode};
 use crate::tftp::path::{self, PathError};
-use crate::tftp::transfer::{Outcome, Reaction, Transfer, Transmit};
+use crate::tftp::transfer::{Outcome, Reaction, Transfer};
 use crate::tftp::wire::{self, ErrorCode, Packet, DATA_HEADER_LEN};
 
 /// Tokens `LISTENER_BASE..SESSION_BASE` are listeners, the rest transfers.
@@ -112,6 +114,8 @@ struct Session {
     timer: Option<Instant>,
     bytes: u64,
     path: SendPath,
+    /// Cleared when the kernel refuses GSO towards this client.
+    gso: bool,
 }
 
 /// Buffers reused by every send and receive of the worker.
@@ -133,6 +137,8 @@ pub struct TftpService {
     cache: Arc<ImageCache>,
     stats: Arc<WorkerStats>,
     listeners: Vec<UdpSocket>,
+    /// Each listener's bound address, where its transfers' sockets bind.
+    local: Vec<Option<SocketAddr>>,
     sessions: Slab<Session>,
     timers: Timers,
     scratch: Scratch,
@@ -156,6 +162,7 @@ impl TftpService {
             ctx,
             cache,
             stats,
+            local: listeners.iter().map(|l| l.local_addr().ok()).collect(),
             listeners,
             sessions: Slab::new(),
             timers: Timers::default(),
@@ -257,7 +264,7 @@ impl TftpService {
                     return;
                 }
             };
-            let local = listener.local_addr().ok();
+            let local = self.local.get(index).copied().flatten();
             // Lent out for the call, which needs the rest of the scratch.
             let buf = std::mem::take(&mut self.scratch.recv);
             self.handle_request(index, &buf[..len], peer, local, registry, now);
@@ -399,6 +406,7 @@ impl TftpService {
             timer: None,
             bytes: 0,
             path: self.ctx.send_path,
+            gso: true,
         };
         if let Err(e) = registry.register(
             &mut session.socket,
@@ -554,7 +562,7 @@ impl TftpService {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        flush(s, &mut self.scratch, &self.stats, &self.cache, now);
+        send::flush(s, &mut self.scratch, &self.stats, &self.cache, now);
         let deadline = s.transfer.poll_timeout();
         self.timers.reschedule(key, &mut s.timer, deadline);
         if s.transfer.is_done() {
@@ -671,179 +679,5 @@ fn packet_kind(p: &Packet<'_>) -> &'static str {
         Packet::Error { .. } => "ERROR",
         Packet::Oack { .. } => "OACK",
         Packet::Unknown(_) => "unknown opcode",
-    }
-}
-
-/// Sends until the transfer has nothing more or the socket is full.
-fn flush(
-    s: &mut Session,
-    scratch: &mut Scratch,
-    stats: &WorkerStats,
-    cache: &ImageCache,
-    now: Instant,
-) {
-    loop {
-        let sent = match s.transfer.poll_transmit() {
-            None => return,
-            Some(Transmit::Oack(bytes)) => send_one(&s.socket, bytes, s.peer),
-            Some(Transmit::Error { code, message }) => {
-                scratch.out.clear();
-                wire::encode_error(&mut scratch.out, code, message);
-                // An ERROR is sent at most once: if the socket is full it is
-                // dropped, since the transfer is over either way.
-                let _ = send_one(&s.socket, &scratch.out, s.peer);
-                Ok(1)
-            }
-            Some(Transmit::Window { first, count }) => send_window(s, first, count, scratch, stats),
-        };
-        match sent {
-            Ok(0) => return,
-            Ok(n) => s.transfer.on_sent(n, now),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if sys::is_fault(&e) => {
-                warn!(
-                    "tftp: {}: {:?} changed on disk during the transfer; ending it",
-                    s.peer, s.name
-                );
-                stats.tftp.count_error(TftpError::FileChanged);
-                cache.evict(&s.image);
-                s.transfer
-                    .abort(ErrorCode::NotDefined, "File changed on server");
-            }
-            Err(e) => {
-                debug!("tftp: {}: send failed: {e}", s.peer);
-                s.transfer.abort(ErrorCode::NotDefined, "Server error");
-            }
-        }
-    }
-}
-
-fn send_one(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) -> io::Result<u64> {
-    socket.send_to(bytes, peer).map(|_| 1)
-}
-
-/// Sends blocks `first..first + count` with the configured path; returns how
-/// many the kernel took.
-fn send_window(
-    s: &mut Session,
-    first: u64,
-    count: u64,
-    scratch: &mut Scratch,
-    stats: &WorkerStats,
-) -> io::Result<u64> {
-    let count = (count as usize).min(sys::MAX_BATCH);
-    scratch.headers.clear();
-    for seq in first..first + count as u64 {
-        scratch
-            .headers
-            .push(wire::encode_data_header(s.transfer.block(seq).number));
-    }
-
-    // Where the payloads come from: the shared image, or a pread buffer.
-    let first_block = s.transfer.block(first);
-    let pread_base = match &*s.image {
-        Image::File { file, .. } => {
-            let last = s.transfer.block(first + count as u64 - 1);
-            let total = (last.offset - first_block.offset) as usize + last.len;
-            scratch.pread.resize(total, 0);
-            let got = sys::pread_full(file, &mut scratch.pread, first_block.offset)?;
-            if got < total {
-                return Err(io::Error::from_raw_os_error(libc::EFAULT));
-            }
-            Some(first_block.offset)
-        }
-        _ => None,
-    };
-    scratch.datagrams.clear();
-    let mut payload_bytes = 0u64;
-    for (i, seq) in (first..first + count as u64).enumerate() {
-        let b = s.transfer.block(seq);
-        let payload = match pread_base {
-            Some(base) => {
-                let start = (b.offset - base) as usize;
-                scratch
-                    .pread
-                    .get(start..start + b.len)
-                    .map(Segment::from_slice)
-            }
-            None => s.image.segment(b.offset, b.len),
-        };
-        let Some(payload) = payload else {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
-        };
-        payload_bytes += b.len as u64;
-        scratch.datagrams.push(Datagram {
-            header: Segment::from_slice(&scratch.headers[i]),
-            payload,
-        });
-    }
-
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&s.socket);
-    let sent = match s.image.as_ref() {
-        Image::File { .. } => sys::send_datagrams(
-            fd,
-            &s.peer_addr,
-            &scratch.datagrams,
-            None,
-            &mut scratch.batch,
-        )?,
-        _ => send_mapped(fd, s, scratch)?,
-    };
-    let sent_bytes: u64 = scratch.datagrams[..sent]
-        .iter()
-        .map(|d| d.payload.len as u64)
-        .sum();
-    debug_assert!(sent_bytes <= payload_bytes);
-    s.bytes += sent_bytes;
-    stats
-        .tftp
-        .bytes_sent
-        .fetch_add(sent_bytes, Ordering::Relaxed);
-    stats
-        .tftp
-        .packets_sent
-        .fetch_add(sent as u64, Ordering::Relaxed);
-    Ok(sent as u64)
-}
-
-/// The send for in-memory images, by path: GSO, sendmmsg, or one sendmsg
-/// per datagram.
-fn send_mapped(fd: std::os::fd::RawFd, s: &Session, scratch: &mut Scratch) -> io::Result<usize> {
-    let segment = s.transfer.blksize() + DATA_HEADER_LEN;
-    let dgrams = &scratch.datagrams;
-    match s.path {
-        SendPath::Gso | SendPath::Auto
-            if scratch.gso && dgrams.len() > 1 && 2 * segment <= sys::MAX_GSO_BYTES =>
-        {
-            match sys::send_datagrams(fd, &s.peer_addr, dgrams, Some(segment), &mut scratch.batch) {
-                Err(e) if sys::is_gso_unsupported(&e) => {
-                    warn!(
-                        "tftp: UDP GSO refused by the kernel ({e}); using sendmmsg on this worker"
-                    );
-                    scratch.gso = false;
-                    sys::send_datagrams(fd, &s.peer_addr, dgrams, None, &mut scratch.batch)
-                }
-                other => other,
-            }
-        }
-        SendPath::Sendmsg => {
-            let mut sent = 0;
-            for d in dgrams {
-                match sys::send_datagrams(
-                    fd,
-                    &s.peer_addr,
-                    std::slice::from_ref(d),
-                    None,
-                    &mut scratch.batch,
-                ) {
-                    Ok(n) if n > 0 => sent += n,
-                    Ok(_) => break,
-                    Err(e) if sent > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(sent)
-        }
-        _ => sys::send_datagrams(fd, &s.peer_addr, dgrams, None, &mut scratch.batch),
     }
 }
