@@ -11,4 +11,5 @@
 pub mod config;
 pub mod engine;
 pub mod sys;
+pub mod iscsi;
 pub mod tftp;
