@@ -5,8 +5,10 @@
 //! - [`frame`]: PDU lengths on the stream, digests, padding.
 
 pub mod chap;
+pub mod config;
 pub mod crc32c;
 pub mod frame;
+pub mod login;
 pub mod negotiate;
 pub mod pdu;
 pub mod text;

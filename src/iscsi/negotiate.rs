@@ -37,6 +37,8 @@ pub struct Limits {
     pub immediate_data: bool,
     pub initial_r2t: bool,
     pub max_outstanding_r2t: u16,
+    /// Commands in flight per session: the width of the CmdSN window.
+    pub queue_depth: u32,
 }
 
 impl Default for Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             immediate_data: true,
             initial_r2t: true,
             max_outstanding_r2t: 1,
+            queue_depth: 128,
         }
     }
 }
