@@ -12,4 +12,5 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod sys;
+pub mod iscsi;
 pub mod tftp;
