@@ -11,6 +11,6 @@
 pub mod config;
 pub mod control;
 pub mod engine;
-pub mod sys;
 pub mod iscsi;
+pub mod sys;
 pub mod tftp;

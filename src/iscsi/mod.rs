@@ -12,3 +12,4 @@ pub mod login;
 pub mod negotiate;
 pub mod pdu;
 pub mod text;
+pub mod scsi;
