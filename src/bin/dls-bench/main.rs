@@ -1,0 +1,41 @@
+//! `dls-bench`: load generators that check every byte they receive.
+//!
+//! Today: `dls-bench tftp`. The iSCSI, DHCP and boot-storm loads of the
+//! benchmark issue come with those services. Every run is bounded in count
+//! and time; point it only at loopback or at hosts in namespaces you made.
+
+mod tftp;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Load generators for dls and its peers; every byte received is checked.
+#[derive(Parser)]
+#[command(name = "dls-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Many concurrent TFTP read transfers of one file against any server.
+    Tftp(tftp::Args),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tftp(args) => tftp::run(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("dls-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
