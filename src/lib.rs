@@ -9,6 +9,7 @@
 //! - [`config`]: the TOML file.
 
 pub mod config;
+pub mod dhcp;
 pub mod engine;
 pub mod sys;
 pub mod tftp;
