@@ -95,7 +95,8 @@ fn arch_list(value: Option<&[u8]>) -> Vec<u16> {
     match value {
         Some(v) if !v.is_empty() && v.len() % 2 == 0 => v
             .chunks_exact(2)
-            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .filter_map(|p| p.try_into().ok())
+            .map(u16::from_be_bytes)
             .collect(),
         _ => Vec::new(),
     }

@@ -244,7 +244,7 @@ impl Server {
         let reply = self.lease_reply(ctx, MessageType::Offer, ip);
         Ok(Decision {
             journal: Vec::new(),
-            reply: Some(self.finish(ctx, reply)),
+            reply: Some(self.finish(ctx, MessageType::Offer, reply)),
         })
     }
 
@@ -302,7 +302,7 @@ impl Server {
         let reply = self.lease_reply(ctx, MessageType::Ack, ip);
         Decision {
             journal: vec![record],
-            reply: Some(self.finish(ctx, reply)),
+            reply: Some(self.finish(ctx, MessageType::Ack, reply)),
         }
     }
 
@@ -319,7 +319,7 @@ impl Server {
         ];
         Decision {
             journal: Vec::new(),
-            reply: Some(self.finish(ctx, reply)),
+            reply: Some(self.finish(ctx, MessageType::Nak, reply)),
         }
     }
 
@@ -367,7 +367,7 @@ impl Server {
         self.push_boot(ctx, &mut reply);
         Ok(Decision {
             journal: Vec::new(),
-            reply: Some(self.finish(ctx, reply)),
+            reply: Some(self.finish(ctx, MessageType::Ack, reply)),
         })
     }
 
@@ -406,7 +406,7 @@ impl Server {
         }
         Ok(Decision {
             journal: Vec::new(),
-            reply: Some(self.finish(ctx, reply)),
+            reply: Some(self.finish(ctx, reply_type, reply)),
         })
     }
 
@@ -537,7 +537,7 @@ impl Server {
     }
 
     /// Echoes option 82, encodes, and addresses the reply.
-    fn finish(&self, ctx: &Ctx<'_>, mut reply: Reply) -> Outgoing {
+    fn finish(&self, ctx: &Ctx<'_>, message_type: MessageType, mut reply: Reply) -> Outgoing {
         let req = ctx.req;
         if let Some(agent) = req.option(code::RELAY_AGENT) {
             // RFC 3046 section 2.2: echoed, last.
@@ -545,10 +545,6 @@ impl Server {
                 .options
                 .push(ReplyOption::Raw(code::RELAY_AGENT, agent.to_vec()));
         }
-        let message_type = match reply.options.first() {
-            Some(ReplyOption::Typed(DhcpOption::MessageType(t))) => *t,
-            _ => MessageType::Ack,
-        };
         let is_nak = message_type == MessageType::Nak;
         if is_nak && !req.giaddr.is_unspecified() {
             // RFC 2131 section 4.1: the relay must broadcast a NAK.

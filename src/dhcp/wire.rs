@@ -179,7 +179,9 @@ impl Request {
         if hlen > 16 || (htype == HTYPE_ETHERNET && hlen != 6) {
             return Err(ParseError::BadHardware { htype, hlen });
         }
-        let (head, options_area) = buf.split_at(HEADER_LEN);
+        let (head, options_area) = buf
+            .split_at_checked(HEADER_LEN)
+            .ok_or(ParseError::TooShort(buf.len()))?;
         if head.get(236..240) != Some(&MAGIC[..]) {
             return Err(ParseError::BadCookie);
         }
