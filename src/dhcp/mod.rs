@@ -7,14 +7,16 @@
 //! - [`lease`]: bindings and the address pool.
 //! - [`store`]: the crash-safe lease journal; the only part touching files.
 //! - [`server`]: the sans-IO decision logic; its docs give the call order.
+//! - [`socket`]: the I/O shell the control thread drives (sockets, store).
 //! - [`config`]: the `[dhcp]` section.
 //!
-//! Everything but `store` is free of sockets, files and clocks.
+//! Everything but `store` and `socket` is free of sockets, files and clocks.
 
 pub mod boot;
 pub mod config;
 pub mod lease;
 pub mod server;
+pub mod socket;
 pub mod store;
 pub mod wire;
 

@@ -522,7 +522,10 @@ impl Server {
                 boot::PXE_VENDOR_OPTIONS.to_vec(),
             ));
         }
-        if let Some(uuid) = ctx.req.option(code::CLIENT_UUID) {
+        // Echoes are capped at one option's length: RFC 4578 defines 97 as
+        // 17 bytes and RFC 3046 bounds 82 to 255, and a longer echo would
+        // only inflate the reply past what a client reads.
+        if let Some(uuid) = ctx.req.option(code::CLIENT_UUID).filter(|v| v.len() <= 255) {
             reply
                 .options
                 .push(ReplyOption::Raw(code::CLIENT_UUID, uuid.to_vec()));
@@ -539,7 +542,7 @@ impl Server {
     /// Echoes option 82, encodes, and addresses the reply.
     fn finish(&self, ctx: &Ctx<'_>, message_type: MessageType, mut reply: Reply) -> Outgoing {
         let req = ctx.req;
-        if let Some(agent) = req.option(code::RELAY_AGENT) {
+        if let Some(agent) = req.option(code::RELAY_AGENT).filter(|v| v.len() <= 255) {
             // RFC 3046 section 2.2: echoed, last.
             reply
                 .options
