@@ -248,6 +248,16 @@ impl Pool {
         mac.and_then(|m| self.reserved.get(&m).copied())
     }
 
+    fn usable_reservation(
+        &self,
+        client: &ClientId,
+        mac: Option<Mac>,
+        now: Secs,
+    ) -> Option<Ipv4Addr> {
+        self.reservation(mac)
+            .filter(|&r| self.free_for(r, client, now))
+    }
+
     fn in_range(&self, ip: Ipv4Addr) -> bool {
         (self.first..=self.last).contains(&u32::from(ip)) && !self.excluded.contains(&ip)
     }
@@ -267,9 +277,14 @@ impl Pool {
 
     /// Whether `client` (with hardware address `mac`) may have `ip`.
     pub fn verdict(&self, client: &ClientId, mac: Option<Mac>, ip: Ipv4Addr, now: Secs) -> Verdict {
-        match self.reservation(mac) {
+        // A reserved address still held by another client's unexpired lease
+        // (the reservation was added later) or quarantined after a DECLINE
+        // is not handed out; until it frees up the host is served like any
+        // other client, so one address never has two holders.
+        match self.usable_reservation(client, mac, now) {
             Some(r) if r == ip => return Verdict::Grant,
             Some(_) => return Verdict::WrongAddress,
+            None if self.reservation(mac) == Some(ip) => return Verdict::Refuse,
             None => {}
         }
         if self.reserved_ips.contains(&ip) || !self.in_range(ip) || !self.free_for(ip, client, now)
@@ -312,7 +327,7 @@ impl Pool {
         requested: Option<Ipv4Addr>,
         now: Secs,
     ) -> Option<Ipv4Addr> {
-        if let Some(r) = self.reservation(mac) {
+        if let Some(r) = self.usable_reservation(client, mac, now) {
             return Some(r);
         }
         let known = [
@@ -492,6 +507,21 @@ mod tests {
             Verdict::WrongAddress
         );
         assert_eq!(p.verdict(&client(0x10), mac, ip(10), 0), Verdict::Grant);
+    }
+
+    #[test]
+    fn reservation_added_over_a_live_lease_waits_for_it() {
+        let mac = Some(Mac([0x52, 0x54, 0, 0, 0, 0x10]));
+        let mut p = pool(5, 15);
+        p.reserved.clear();
+        p.reserved_ips.clear();
+        p.grant(&client(1), ip(10), 100);
+        let mut p = p.reconfigure(pool(5, 15));
+        assert_eq!(p.verdict(&client(0x10), mac, ip(10), 50), Verdict::Refuse);
+        let dynamic = p.offer(&client(0x10), mac, None, 50, 80).unwrap();
+        assert_ne!(dynamic, ip(10));
+        assert_eq!(p.verdict(&client(0x10), mac, dynamic, 50), Verdict::Grant);
+        assert_eq!(p.offer(&client(0x10), mac, None, 100, 130), Some(ip(10)));
     }
 
     #[test]
