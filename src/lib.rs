@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod control;
+pub mod dhcp;
 pub mod engine;
 pub mod iscsi;
 pub mod sys;

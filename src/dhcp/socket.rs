@@ -1,0 +1,276 @@
+//! The DHCP I/O shell for the control thread: sockets, the lease store and
+//! the clock around the sans-IO [`Server`].
+//!
+//! Sockets: UDP on 0.0.0.0:67, and 0.0.0.0:4011 in proxy mode, each bound
+//! to the configured interface with SO_BINDTODEVICE so that nothing is ever
+//! answered on another interface, with SO_BROADCAST for replies to
+//! 255.255.255.255 and IP_PKTINFO to learn our address on the interface a
+//! request arrived at (the default server identifier).
+//!
+//! Call order:
+//! 1. [`Service::open`] (opens and compacts the store, binds the sockets),
+//!    then [`Service::register`] with the control thread's registry.
+//! 2. When mio reports one of the tokens readable:
+//!    [`Service::on_readable`]. It handles at most [`MAX_DATAGRAMS_PER_CALL`]
+//!    datagrams; if it returns `true` there may be more, and since mio is
+//!    edge-triggered the caller must call it again (after serving its other
+//!    events) without waiting for a new event.
+//! 3. On reload, [`Service::reconfigure`].
+//!
+//! Linux only: FreeBSD would need IP_RECVIF and IP_RECVDSTADDR instead of
+//! SO_BINDTODEVICE and IP_PKTINFO, which is not written yet.
+//! Not done: unicast to a client without an address (see server.rs), and
+//! rebinding on reload when `interface` or `mode` changes (a restart does).
+
+use std::collections::BTreeMap;
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::SystemTime;
+
+use log::{debug, info, warn};
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
+
+use super::config::{DhcpConfig, Mode};
+use super::lease::Bindings;
+use super::server::{unix_secs, Arrival, Server};
+use super::store::Store;
+use super::wire;
+
+/// Datagrams handled per [`Service::on_readable`] call: bounds the time the
+/// control thread spends on a DHCP burst before it looks at signals and HTTP.
+pub const MAX_DATAGRAMS_PER_CALL: usize = 64;
+
+/// Receive buffer: one byte over the parser's limit, so an oversize
+/// datagram is seen as oversize rather than silently cut.
+const RECV_BUF_LEN: usize = wire::MAX_LEN + 1;
+
+/// What the service did, for metrics (`dls_dhcp_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub offers: u64,
+    pub acks: u64,
+    pub naks: u64,
+    /// Datagrams that got no reply, by [`Ignored::label`](super::Ignored::label).
+    pub ignored: BTreeMap<&'static str, u64>,
+    /// Journal appends that failed (their replies were not sent).
+    pub store_errors: u64,
+    pub send_errors: u64,
+}
+
+struct Listener {
+    socket: UdpSocket,
+    port: u16,
+    token: Option<Token>,
+}
+
+/// The DHCP service of the control thread.
+pub struct Service {
+    server: Server,
+    store: Store,
+    listeners: Vec<Listener>,
+    counters: Counters,
+    buf: Vec<u8>,
+}
+
+impl Service {
+    /// Opens the lease store and binds the sockets for a validated `config`.
+    pub fn open(config: DhcpConfig, now: SystemTime) -> io::Result<Service> {
+        let (store, replay) = Store::open(&config.lease_store, unix_secs(now))?;
+        let active = store.bindings().active(unix_secs(now)).count();
+        info!(
+            "dhcp: {} leases ({active} active) from {}{}",
+            store.bindings().len(),
+            config.lease_store.display(),
+            if replay.corrupt > 0 {
+                ", some records corrupt"
+            } else {
+                ""
+            }
+        );
+        let mut ports = vec![wire::SERVER_PORT];
+        if config.mode == Mode::Proxy {
+            ports.push(wire::PXE_PORT);
+        }
+        let mut listeners = Vec::new();
+        for port in ports {
+            let socket = UdpSocket::from_std(bind(&config.interface, port)?);
+            info!(
+                "dhcp: listening on {}:{port} ({:?} mode)",
+                config.interface, config.mode
+            );
+            listeners.push(Listener {
+                socket,
+                port,
+                token: None,
+            });
+        }
+        let server = Server::new(config, store.bindings().clone());
+        Ok(Service {
+            server,
+            store,
+            listeners,
+            counters: Counters::default(),
+            buf: vec![0; RECV_BUF_LEN],
+        })
+    }
+
+    /// Registers the sockets; tokens are `first`, `first + 1`, ... and are
+    /// returned in order.
+    pub fn register(&mut self, registry: &Registry, first: usize) -> io::Result<Vec<Token>> {
+        let mut tokens = Vec::new();
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            let token = Token(first + i);
+            registry.register(&mut l.socket, token, Interest::READABLE)?;
+            l.token = Some(token);
+            tokens.push(token);
+        }
+        Ok(tokens)
+    }
+
+    /// Handles what arrived on `token`'s socket; `true` when the bound was
+    /// reached and the caller must call again.
+    pub fn on_readable(&mut self, token: Token, now: SystemTime) -> bool {
+        let Some(index) = self.listeners.iter().position(|l| l.token == Some(token)) else {
+            return false;
+        };
+        for _ in 0..MAX_DATAGRAMS_PER_CALL {
+            match self.receive_one(index, now) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    warn!("dhcp: receive failed: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn receive_one(&mut self, index: usize, now: SystemTime) -> io::Result<()> {
+        let Some(listener) = self.listeners.get(index) else {
+            return Ok(());
+        };
+        let (len, source, local_addr) = receive(&listener.socket, &mut self.buf)?;
+        self.counters.received += 1;
+        let arrival = Arrival {
+            local_addr,
+            local_port: listener.port,
+            source,
+        };
+        let packet = self.buf.get(..len).unwrap_or(&[]);
+        let decision = match self.server.handle(packet, &arrival, now) {
+            Ok(d) => d,
+            Err(why) => {
+                *self.counters.ignored.entry(why.label()).or_default() += 1;
+                return Ok(());
+            }
+        };
+        if let Err(e) = self.store.append(&decision.journal, unix_secs(now)) {
+            // Nothing was promised yet: no reply, the client will retry.
+            self.counters.store_errors += 1;
+            warn!("dhcp: lease store append failed, reply to {source} not sent: {e}");
+            return Ok(());
+        }
+        let Some(reply) = decision.reply else {
+            return Ok(());
+        };
+        match reply.message_type {
+            dhcproto::v4::MessageType::Offer => self.counters.offers += 1,
+            dhcproto::v4::MessageType::Ack => self.counters.acks += 1,
+            dhcproto::v4::MessageType::Nak => self.counters.naks += 1,
+            _ => {}
+        }
+        if let Err(e) = listener
+            .socket
+            .send_to(&reply.bytes, SocketAddr::V4(reply.destination))
+        {
+            self.counters.send_errors += 1;
+            debug!("dhcp: send to {} failed: {e}", reply.destination);
+        }
+        Ok(())
+    }
+
+    /// Applies a new validated configuration to the decision logic. Keys
+    /// that need new sockets or another store are not applied; they are
+    /// returned as (dotted key, reason) so the caller can log them.
+    pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), (String, String)> {
+        let old = self.server.config();
+        let needs_restart = [
+            ("dhcp.interface", old.interface != config.interface),
+            ("dhcp.mode", old.mode != config.mode),
+            ("dhcp.lease_store", old.lease_store != config.lease_store),
+        ];
+        if let Some((key, _)) = needs_restart.iter().find(|(_, changed)| *changed) {
+            return Err(((*key).to_owned(), "takes effect after a restart".to_owned()));
+        }
+        self.server.reconfigure(config);
+        Ok(())
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn bindings(&self) -> &Bindings {
+        self.server.bindings()
+    }
+}
+
+/// A non-blocking UDP socket on 0.0.0.0:`port`, bound to `interface`.
+#[cfg(target_os = "linux")]
+fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.set_broadcast(true)?;
+    setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    Ok(socket.into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind(_interface: &str, _port: u16) -> io::Result<std::net::UdpSocket> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "DHCP sockets are Linux-only for now",
+    ))
+}
+
+/// One datagram: its length, sender, and our address on its interface.
+fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV4, Ipv4Addr)> {
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<SockaddrIn>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    let source = msg.address.map_or(
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        SocketAddrV4::from,
+    );
+    let mut local = Ipv4Addr::UNSPECIFIED;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                local = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+            }
+        }
+    }
+    Ok((msg.bytes, source, local))
+}
