@@ -24,6 +24,7 @@ pub struct Config {
     #[serde(default)]
     pub engine: EngineConfig,
     pub tftp: Option<TftpConfig>,
+    pub dhcp: Option<crate::dhcp::config::DhcpConfig>,
     #[serde(default)]
     pub http: HttpConfig,
 }
@@ -200,6 +201,9 @@ impl Config {
     /// Checks what serde's types cannot; the error is (dotted key, reason).
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: &str, reason: String| Err((key.to_owned(), reason));
+        if let Some(dhcp) = &self.dhcp {
+            dhcp.validate()?;
+        }
         if self.engine.workers > 1024 {
             return err("engine.workers", "must be at most 1024".into());
         }
@@ -242,6 +246,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// True when at least one service section is present.
+    pub fn has_service(&self) -> bool {
+        self.tftp.is_some() || self.dhcp.is_some()
     }
 
     /// Worker threads to start: the configured count, or one per online core.

@@ -104,6 +104,50 @@ pub fn render(tftp: Option<&TftpSnapshot>, info: &ProcessInfo) -> String {
     out
 }
 
+/// Appends the DHCP service's counters and its active lease count.
+pub fn render_dhcp(out: &mut String, c: &crate::dhcp::socket::Counters, active_leases: usize) {
+    counter(
+        out,
+        "dls_dhcp_received_total",
+        "DHCP datagrams received.",
+        c.received,
+    );
+    counter(
+        out,
+        "dls_dhcp_offers_total",
+        "DHCPOFFERs sent (proxy offers included).",
+        c.offers,
+    );
+    counter(out, "dls_dhcp_acks_total", "DHCPACKs sent.", c.acks);
+    counter(out, "dls_dhcp_naks_total", "DHCPNAKs sent.", c.naks);
+    counter(
+        out,
+        "dls_dhcp_store_errors_total",
+        "Lease journal writes that failed (reply withheld).",
+        c.store_errors,
+    );
+    counter(
+        out,
+        "dls_dhcp_send_errors_total",
+        "DHCP replies the kernel refused.",
+        c.send_errors,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dls_dhcp_ignored_total DHCP datagrams answered with silence, by reason."
+    );
+    let _ = writeln!(out, "# TYPE dls_dhcp_ignored_total counter");
+    for (reason, n) in &c.ignored {
+        let _ = writeln!(out, "dls_dhcp_ignored_total{{reason=\"{reason}\"}} {n}");
+    }
+    gauge(
+        out,
+        "dls_dhcp_active_leases",
+        "Leases granted and not expired.",
+        active_leases as f64,
+    );
+}
+
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,

@@ -12,7 +12,7 @@ pub mod metrics;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token};
@@ -21,6 +21,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::dhcp::server::unix_secs;
+use crate::dhcp::socket::Service as DhcpService;
 use crate::engine::stats::TftpSnapshot;
 use crate::engine::tftp::TftpContext;
 use crate::engine::Engine;
@@ -28,6 +30,8 @@ use http::{HttpServer, Request, Response};
 use metrics::ProcessInfo;
 
 const SIGNALS: Token = Token(0);
+/// DHCP sockets are `DHCP_BASE..DHCP_BASE + 2`.
+const DHCP_BASE: usize = 3 << 20;
 /// How often the loop wakes without events, to notice workers that ended.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -36,6 +40,9 @@ pub struct Control {
     poll: Poll,
     signals: Signals,
     http: Option<HttpServer>,
+    dhcp: Option<DhcpService>,
+    /// DHCP sockets that hit their per-call bound and must be read again.
+    dhcp_backlog: Vec<Token>,
     engine: Engine,
     path: PathBuf,
     config: Config,
@@ -58,10 +65,21 @@ impl Control {
         } else {
             None
         };
+        let dhcp = match &config.dhcp {
+            Some(c) => {
+                let mut service = DhcpService::open(c.clone(), SystemTime::now())
+                    .map_err(|e| io::Error::new(e.kind(), format!("dhcp: {e}")))?;
+                service.register(poll.registry(), DHCP_BASE)?;
+                Some(service)
+            }
+            None => None,
+        };
         Ok(Control {
             poll,
             signals,
             http,
+            dhcp,
+            dhcp_backlog: Vec::new(),
             engine,
             path: path.to_owned(),
             config,
@@ -76,11 +94,14 @@ impl Control {
         let mut events = Events::with_capacity(256);
         loop {
             let now = Instant::now();
-            let timeout = self
-                .http
-                .as_ref()
-                .and_then(|h| h.next_deadline())
-                .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+            let timeout = if self.dhcp_backlog.is_empty() {
+                self.http
+                    .as_ref()
+                    .and_then(|h| h.next_deadline())
+                    .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK))
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("control: poll failed: {e}");
@@ -92,9 +113,11 @@ impl Control {
                 match event.token() {
                     SIGNALS => self.handle_signals(),
                     t if HttpServer::owns(t) => self.http_ready(t, now),
+                    t if (DHCP_BASE..DHCP_BASE + 16).contains(&t.0) => self.dhcp_backlog.push(t),
                     _ => {}
                 }
             }
+            self.dhcp_ready();
             if let Some(h) = self.http.as_mut() {
                 h.expire(self.poll.registry(), now);
             }
@@ -130,6 +153,23 @@ impl Control {
         }
     }
 
+    /// Serves the DHCP sockets that are readable, a bounded number of
+    /// datagrams each, so signals and HTTP get their turn in a flood.
+    fn dhcp_ready(&mut self) {
+        let Some(dhcp) = self.dhcp.as_mut() else {
+            self.dhcp_backlog.clear();
+            return;
+        };
+        let now = SystemTime::now();
+        let mut again = Vec::new();
+        for token in self.dhcp_backlog.drain(..) {
+            if dhcp.on_readable(token, now) && !again.contains(&token) {
+                again.push(token);
+            }
+        }
+        self.dhcp_backlog = again;
+    }
+
     fn http_ready(&mut self, token: Token, now: Instant) {
         let Some(mut server) = self.http.take() else {
             return;
@@ -150,8 +190,7 @@ impl Control {
             "/metrics" => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: metrics::render(Some(&self.tftp_snapshot()), &self.process_info())
-                    .into_bytes(),
+                body: self.metrics().into_bytes(),
             },
             "/health" => {
                 let (ok, body) = self.health();
@@ -170,6 +209,16 @@ impl Control {
         }
     }
 
+    fn metrics(&self) -> String {
+        let tftp = self.config.tftp.as_ref().map(|_| self.tftp_snapshot());
+        let mut text = metrics::render(tftp.as_ref(), &self.process_info());
+        if let Some(d) = &self.dhcp {
+            let now = unix_secs(SystemTime::now());
+            metrics::render_dhcp(&mut text, d.counters(), d.bindings().active(now).count());
+        }
+        text
+    }
+
     fn tftp_snapshot(&self) -> TftpSnapshot {
         TftpSnapshot::sum(self.engine.stats())
     }
@@ -185,14 +234,15 @@ impl Control {
 
     fn health(&self) -> (bool, serde_json::Value) {
         let workers_ok = !self.engine.any_finished() && !self.stopping;
-        let tftp = self
-            .config
-            .tftp
-            .as_ref()
-            .map(|_| if workers_ok { "running" } else { "stopped" });
+        let state = |on: bool| on.then_some(if workers_ok { "running" } else { "stopped" });
+        let services = json!({
+            "tftp": state(self.config.tftp.is_some()),
+            "dhcp": state(self.dhcp.is_some()),
+        });
+        let status = if workers_ok { "ok" } else { "unavailable" };
         (
             workers_ok,
-            json!({ "status": if workers_ok { "ok" } else { "unavailable" }, "services": { "tftp": tftp } }),
+            json!({ "status": status, "services": services }),
         )
     }
 
@@ -222,11 +272,35 @@ impl Control {
                         "errors": errors,
                     },
                 })),
+                "dhcp": self.dhcp_status(),
             },
         })
     }
 
+    fn dhcp_status(&self) -> serde_json::Value {
+        let (Some(d), Some(c)) = (&self.dhcp, &self.config.dhcp) else {
+            return serde_json::Value::Null;
+        };
+        let now = unix_secs(SystemTime::now());
+        let leases: Vec<serde_json::Value> = d
+            .bindings()
+            .active(now)
+            .map(|(ip, lease)| json!({ "ip": ip, "lease": format!("{lease:?}") }))
+            .collect();
+        let k = d.counters();
+        json!({
+            "interface": c.interface,
+            "mode": c.mode,
+            "counters": {
+                "received": k.received, "offers": k.offers, "acks": k.acks, "naks": k.naks,
+                "ignored": k.ignored, "store_errors": k.store_errors, "send_errors": k.send_errors,
+            },
+            "leases": leases,
+        })
+    }
+
     /// Re-reads the file; applies it if valid, keeps the running one if not.
+    /// Everything that can fail is checked before anything is applied.
     fn reload(&mut self) {
         let mut new = match Config::load(&self.path) {
             Ok(c) => c,
@@ -235,35 +309,51 @@ impl Control {
                 return;
             }
         };
-        let (Some(t), Some(old)) = (new.tftp.as_mut(), &self.config.tftp) else {
+        if new.tftp.is_some() != self.config.tftp.is_some()
+            || new.dhcp.is_some() != self.config.dhcp.is_some()
+        {
             error!("reload refused: adding or removing a service needs a restart");
             return;
-        };
+        }
         // Sockets stay as they are; what is reported must say so too.
-        if t.listen != old.listen {
-            warn!(
-                "reload: tftp.listen changes need a restart; keeping {:?}",
-                old.listen
-            );
-            t.listen = old.listen.clone();
+        if let (Some(t), Some(old)) = (new.tftp.as_mut(), &self.config.tftp) {
+            if t.listen != old.listen {
+                warn!(
+                    "reload: tftp.listen changes need a restart; keeping {:?}",
+                    old.listen
+                );
+                t.listen = old.listen.clone();
+            }
         }
         if new.http != self.config.http {
             warn!("reload: [http] changes need a restart");
             new.http = self.config.http.clone();
         }
-        let Some(t) = &new.tftp else { return };
-        match TftpContext::new(t, self.engine.stats().len()) {
-            Ok(ctx) => {
-                self.engine.reload_tftp(Arc::new(ctx));
-                self.generation += 1;
-                self.config = new;
-                info!(
-                    "reload: configuration generation {} applied to new requests",
-                    self.generation
-                );
+        let tftp_ctx = match &new.tftp {
+            Some(t) => match TftpContext::new(t, self.engine.stats().len()) {
+                Ok(ctx) => Some(Arc::new(ctx)),
+                Err(e) => {
+                    error!("reload refused, keeping the running configuration: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let (Some(d), Some(service)) = (&new.dhcp, self.dhcp.as_mut()) {
+            if let Err((key, reason)) = service.reconfigure(d.clone()) {
+                error!("reload refused: {key} {reason}; keeping the running configuration");
+                return;
             }
-            Err(e) => error!("reload refused, keeping the running configuration: {e}"),
         }
+        if let Some(ctx) = tftp_ctx {
+            self.engine.reload_tftp(ctx);
+        }
+        self.generation += 1;
+        self.config = new;
+        info!(
+            "reload: configuration generation {} applied to new requests",
+            self.generation
+        );
     }
 }
 
