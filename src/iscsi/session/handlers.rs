@@ -6,8 +6,8 @@ use bytes::Bytes;
 use log::{debug, trace};
 
 use super::task::{Phase, Task};
-use super::{CloseReason, Out, Session, StoreWrite, MAX_CDB_LEN};
-use crate::iscsi::backend::{ResetEvent, ScsiTarget};
+use super::{busy, CloseReason, Out, Session, StoreWrite, MAX_CDB_LEN};
+use crate::iscsi::backend::{Payload, ResetEvent, ScsiTarget};
 use crate::iscsi::discovery::{self, Asker};
 use crate::iscsi::frame::Pdu;
 use crate::iscsi::login::{SessionType, TargetEntry};
@@ -15,8 +15,7 @@ use crate::iscsi::pdu::{
     DataOut, Header, LogoutRequest, NopOut, RejectReason, ScsiCommand, TaskMgmtRequest,
     TextRequest, BHS_LEN, RESERVED_TAG,
 };
-use crate::iscsi::text;
-use crate::iscsi::{serial, session::busy};
+use crate::iscsi::{serial, text};
 
 /// Task management function codes (§11.5.1) and responses (§11.6.1).
 mod tmf {
@@ -122,13 +121,13 @@ impl Session {
         if self.tasks.len() >= self.queue_depth as usize {
             // Only immediate commands get past a full window.
             self.tasks.insert(c.itt, task);
-            self.finish(c.itt, crate::iscsi::backend::Payload::None, busy());
+            self.finish(c.itt, Payload::None, busy());
             return None;
         }
         let outcome = scsi.execute(&task.command());
         self.tasks.insert(c.itt, task);
         self.apply(c.itt, outcome, scsi);
-        let write = self.take_immediate(c, imm, scsi);
+        let write = self.take_immediate(c, imm);
         if let Some(Phase::Receiving(inbound)) = self.tasks.get_mut(&c.itt).map(|t| &mut t.phase) {
             let unsolicited_done = c.final_bit
                 || self.params.initial_r2t
@@ -144,12 +143,7 @@ impl Session {
     /// Immediate data of a command now collecting data; otherwise (the
     /// command finished at once, e.g. a write to a read-only LUN) it is
     /// discarded (BC-20.3).
-    fn take_immediate(
-        &mut self,
-        c: &ScsiCommand,
-        imm: &[u8],
-        scsi: &mut dyn ScsiTarget,
-    ) -> Option<StoreWrite> {
+    fn take_immediate(&mut self, c: &ScsiCommand, imm: &[u8]) -> Option<StoreWrite> {
         if imm.is_empty() {
             return None;
         }
@@ -158,14 +152,10 @@ impl Session {
         let Phase::Receiving(inbound) = &mut task.phase else {
             return None;
         };
-        match inbound.accept(0, imm, RESERVED_TAG, false, expected) {
-            Ok(piece) => self.store_piece(c.itt, piece),
-            Err(_) => {
-                // accept() cannot refuse offset 0 within the checked limits.
-                let _ = scsi;
-                None
-            }
-        }
+        // The length was checked against EDTL and FirstBurstLength, so
+        // accept() has nothing to refuse at offset 0.
+        let piece = inbound.accept(0, imm, RESERVED_TAG, false, expected).ok()?;
+        self.store_piece(c.itt, piece)
     }
 
     fn store_piece(&mut self, itt: u32, piece: Option<super::task::Piece>) -> Option<StoreWrite> {

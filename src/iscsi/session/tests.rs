@@ -1041,3 +1041,71 @@ fn malformed_pdus_are_rejected() {
         })
     ));
 }
+
+#[test]
+fn data_digest_error_is_rejected_then_closes() {
+    let mut p = params();
+    p.digests = Digests {
+        header: false,
+        data: true,
+    };
+    let mut h = start(p);
+    let nop = NopOut {
+        immediate: true,
+        itt: 1,
+        ttt: RESERVED_TAG,
+        ..NopOut::default()
+    };
+    let mut bytes = Vec::new();
+    encode_pdu(
+        &mut bytes,
+        Header::NopOut(nop).encode(0, 4),
+        b"ping",
+        h.s.digests(),
+    );
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    h.feed_bytes(&bytes);
+    let got = h.drain();
+    assert!(matches!(
+        got[0].h,
+        Header::Reject(Reject {
+            reason: RejectReason::DataDigestError,
+            ..
+        })
+    ));
+    assert_eq!(&got[0].data[..], &bytes[..BHS_LEN]);
+    assert_eq!(h.s.close_reason(), Some(CloseReason::DigestError));
+}
+
+#[test]
+fn unsolicited_data_after_early_failure_is_dropped() {
+    let mut p = write_params();
+    p.initial_r2t = false;
+    let mut h = start(p);
+    h.itt += 1;
+    let itt = h.itt;
+    let c = ScsiCommand {
+        write: true,
+        lun: LUN1,
+        itt,
+        expected_len: 8192,
+        cmd_sn: 1,
+        cdb: write10(0, 16, false),
+        ..ScsiCommand::default()
+    };
+    h.feed(Header::ScsiCommand(c), &[1; 1024]);
+    assert_eq!(sense_key(&h.drain()[0]), (0x07, 0x27, 0x00));
+    assert_eq!(
+        h.feed(data_out(itt, RESERVED_TAG, 1024, true), &[2; 1024]),
+        None
+    );
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn send_targets_in_a_normal_session() {
+    let mut h = start(params());
+    let got = text(&mut h, RESERVED_TAG, b"SendTargets=All\0");
+    assert_eq!(got[0].data, b"SendTargets=Reject\0");
+}
