@@ -122,6 +122,21 @@ impl Transmit {
     }
 }
 
+/// Counters of one session, for the engine's metrics (summed per worker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// SCSI commands handed to the SCSI layer.
+    pub commands: u64,
+    /// Commands and other numbered PDUs dropped for their CmdSN.
+    pub out_of_window: u64,
+    /// Reject PDUs sent.
+    pub rejects: u64,
+    /// Data-In payload bytes handed out.
+    pub data_in_bytes: u64,
+    /// Data-Out (and immediate) payload bytes accepted.
+    pub data_out_bytes: u64,
+}
+
 /// Why the connection must close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -212,6 +227,7 @@ pub struct Session {
     ping: Option<(u32, Instant)>,
     text: TextState,
     close: Option<CloseReason>,
+    stats: Stats,
 }
 
 mod handlers;
@@ -248,6 +264,7 @@ impl Session {
             ping: None,
             text: TextState::default(),
             close: None,
+            stats: Stats::default(),
         }
     }
 
@@ -268,6 +285,10 @@ impl Session {
     /// What the login established (names, ISID, TSIH, target).
     pub fn established(&self) -> &Established {
         &self.est
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Commands accepted and not yet answered.
@@ -384,6 +405,7 @@ impl Session {
             self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
             return true;
         }
+        self.stats.out_of_window += 1;
         debug!(
             "iscsi: {} CmdSN {cmd_sn:#x} outside [{:#x}, {:#x}] or out of order; ignored",
             self.est.initiator_name, self.exp_cmd_sn, self.max_cmd_sn
@@ -564,6 +586,7 @@ impl Session {
             return None;
         };
         let chunk = out.next(mrdsl, max_burst);
+        self.stats.data_in_bytes += chunk.payload.len();
         let collapse = chunk.last && out.status.sense.is_empty();
         let (status, residual) = (out.status.clone(), out.residual);
         let data_sn = task.data_sn;

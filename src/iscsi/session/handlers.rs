@@ -124,6 +124,8 @@ impl Session {
             self.finish(c.itt, Payload::None, busy());
             return None;
         }
+        self.stats.commands += 1;
+        self.stats.data_out_bytes += imm.len() as u64;
         let outcome = scsi.execute(&task.command());
         self.tasks.insert(c.itt, task);
         self.apply(c.itt, outcome, scsi);
@@ -201,6 +203,7 @@ impl Session {
         };
         match inbound.accept(d.buffer_offset, data, d.ttt, d.final_bit, expected) {
             Ok(piece) => {
+                self.stats.data_out_bytes += data.len() as u64;
                 let write = self.store_piece(d.itt, piece);
                 self.progress(d.itt, scsi);
                 write

@@ -287,6 +287,7 @@ fn bc_20_1_data_in_split_by_mrdsl_and_burst() {
         total += g.data.len();
     }
     assert_eq!(total, 65536);
+    assert_eq!(h.s.stats().data_in_bytes, 65536);
     let last = d[15];
     assert_eq!(
         (last.status, last.underflow, last.overflow),
@@ -652,6 +653,7 @@ fn bc_23_cmdsn_window() {
     assert_eq!(window(&got[0]), (2, 129), "immediate: CmdSN not consumed");
     assert_eq!(response(&h.tur(2, false)[0]).status, 0);
     assert_eq!(h.scsi.executed, 3);
+    assert_eq!(h.s.stats().out_of_window, 3);
     assert_eq!(h.s.close_reason(), None);
 }
 
