@@ -221,7 +221,7 @@ fn mutual_reply(
         (Some(i), Some(c)) => (i, c),
         _ => return Err(ChapError::Malformed),
     };
-    let id: u8 = id.parse().map_err(|_| ChapError::Malformed)?;
+    let id = super::negotiate::number(id, 0, 255).ok_or(ChapError::Malformed)? as u8;
     let challenge = decode_binary(challenge).ok_or(ChapError::Malformed)?;
     if challenge.is_empty() || challenge.len() > MAX_PEER_CHALLENGE {
         return Err(ChapError::Malformed);

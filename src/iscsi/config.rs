@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::chap::Credentials;
 use super::login::TargetEntry;
 use super::negotiate::{Limits, MAX_DATA_SEGMENT, MIN_DATA_SEGMENT};
+use super::session::Timers;
 
 /// `[iscsi]`: the iSCSI target.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -157,6 +158,14 @@ impl IscsiConfig {
             initial_r2t: self.initial_r2t,
             max_outstanding_r2t: self.max_outstanding_r2t,
             queue_depth: self.queue_depth,
+        }
+    }
+
+    /// The keepalive settings of every session.
+    pub fn timers(&self) -> Timers {
+        Timers {
+            nop_interval: self.nop_interval,
+            nop_timeout: self.nop_timeout,
         }
     }
 
@@ -341,6 +350,7 @@ luns = [{ path = "/dev/zvol/tank/disk1", read_only = false }, { path = "/srv/b.i
         assert!(!c.target[0].luns[1].read_only);
         assert_eq!(c.queue_depth, 128);
         assert_eq!(c.limits().max_recv_data_segment_length, 262_144);
+        assert_eq!(c.timers().nop_timeout, Duration::from_secs(15));
         let entries = c.targets();
         assert_eq!(entries[0].iqn, "iqn.2026-12.org.example:disk1");
         assert!(entries[0].chap.is_none());

@@ -30,7 +30,7 @@ pub enum TextError {
     MissingSeparator,
     /// Not UTF-8 (keys and values are UTF-8, §6.1).
     NotUtf8,
-    /// A key that is empty, too long, or has characters outside §6.1's set.
+    /// A key that is empty, too long, or has spaces or control characters.
     BadKey,
     /// The same key twice in one sequence (§6.1).
     Duplicate(String),
@@ -70,13 +70,12 @@ pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, TextError> {
     Ok(pairs)
 }
 
-/// Key names use letters, digits and `.-+@_` (RFC 7143 §6.1).
+/// Key names use letters, digits and `.-+@_` (RFC 7143 §6.1), and the
+/// `X#` prefix of registered extension keys adds `#`. Any other visible
+/// ASCII is let through too: an odd key is answered NotUnderstood, which
+/// serves interoperability better than failing the login over it.
 fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_KEY_LEN
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-+@_".contains(&b))
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Appends `key=value` and its NUL.
@@ -168,6 +167,10 @@ mod tests {
         assert_eq!(parse(b"NoEquals\0"), Err(TextError::MissingSeparator));
         assert_eq!(parse(b"=v\0"), Err(TextError::BadKey));
         assert_eq!(parse(b"Bad Key=v\0"), Err(TextError::BadKey));
+        assert_eq!(
+            parse(b"X#org.example.k=1\0").unwrap(),
+            vec![("X#org.example.k", "1")]
+        );
         assert_eq!(parse(b"K=\xff\0"), Err(TextError::NotUtf8));
         let long = format!("{}=1", "K".repeat(64));
         assert_eq!(parse(long.as_bytes()), Err(TextError::BadKey));

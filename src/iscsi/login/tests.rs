@@ -181,6 +181,7 @@ fn bc_28_a_unknown_and_private_keys_answered() {
         ("MaxRecvDataSegmentLength", "65536"),
         ("FooBar", "1"),
         ("X-com.example.Tweak", "on"),
+        ("X#org.example.Registered", "1"),
         ("ErrorRecoveryLevel", "0"),
     ]);
     let (e, r) = established(feed(login(), &OP_TO_FF, &pairs));
@@ -191,6 +192,10 @@ fn bc_28_a_unknown_and_private_keys_answered() {
     assert_eq!(reply(&r, "FooBar").as_deref(), Some("NotUnderstood"));
     assert_eq!(
         reply(&r, "X-com.example.Tweak").as_deref(),
+        Some("NotUnderstood")
+    );
+    assert_eq!(
+        reply(&r, "X#org.example.Registered").as_deref(),
         Some("NotUnderstood")
     );
     assert_eq!(reply(&r, "TargetPortalGroupTag").as_deref(), Some("1"));
