@@ -9,7 +9,8 @@
 //! [`Sense::write_error`] / [`Sense::unrecovered_read_error`] when it fails.
 //!
 //! Call order, for one command:
-//! 1. [`execute`](LogicalUnit::execute) with the CDB;
+//! 1. [`execute`](LogicalUnit::execute) with the CDB, then
+//!    [`Outcome::with_edtl`] with the Expected Data Transfer Length;
 //! 2. for [`Outcome::DataOut`], collect exactly `len` bytes of Data-Out, then
 //!    - [`AfterDataOut::Write`]: write them at `offset` (fdatasync if `fua`);
 //!    - [`AfterDataOut::Compare`]: compare them with the store;
@@ -156,6 +157,24 @@ pub struct Transfer {
 }
 
 impl Outcome {
+    /// Holds the outcome against the initiator's Expected Data Transfer
+    /// Length where SBC-3 leaves no room for residuals: a WRITE SAME whose
+    /// Data-Out is not exactly one block is refused (what LIO does, and what
+    /// libiscsi's WriteSame*.InvalidDataOutSize expect). Every other mismatch
+    /// is the session's to report as underflow or overflow.
+    pub fn with_edtl(self, edtl: u64) -> Outcome {
+        match self {
+            Outcome::DataOut {
+                len,
+                then: AfterDataOut::Parameters(Parameters::WriteSame { .. }),
+            } if len != edtl => Outcome::Check(Sense::new(
+                SenseKey::IllegalRequest,
+                asc::INVALID_FIELD_IN_CDB,
+            )),
+            other => other,
+        }
+    }
+
     /// How many bytes move and which way, if the command completes as told.
     pub fn transfer(&self) -> Transfer {
         let (direction, len) = match self {
@@ -559,10 +578,11 @@ impl LogicalUnit {
         let Some(pattern) = data.get(..BLOCK_SIZE as usize) else {
             return Err(Sense::parameter_list_length_error());
         };
-        // SBC-3 §5.40: with UNMAP the blocks may be deallocated instead,
-        // which is only the same as writing when they then read as the
-        // pattern, i.e. zeros (LBPRZ=1).
-        if unmap && self.config.unmap && pattern.iter().all(|&b| b == 0) {
+        // SBC-3 §5.40: with UNMAP set the initiator asks for deallocation;
+        // the blocks then read as zeros (LBPRZ=1) whatever the pattern. LIO
+        // and tgt do the same, and libiscsi's UnmapUntilEnd checks for zeros
+        // after a WRITE SAME of FFh with UNMAP.
+        if unmap && self.config.unmap {
             return Ok(Outcome::Deallocate(vec![extent]));
         }
         Ok(Outcome::WriteSame {

@@ -314,8 +314,15 @@ fn write_same() {
         lu.handle_parameters(N, want, &[0; 512]),
         Outcome::Deallocate(vec![extent])
     );
-    // Any other pattern is written.
+    // UNMAP asks for deallocation whatever the pattern (LBPRZ says zeros).
     let o = lu.handle_parameters(N, want, &[0xab; 512]);
+    assert_eq!(o, Outcome::Deallocate(vec![extent]));
+    // Without UNMAP the pattern is written.
+    let plain = Parameters::WriteSame {
+        extent,
+        unmap: false,
+    };
+    let o = lu.handle_parameters(N, plain, &[0xab; 512]);
     assert_eq!(
         o,
         Outcome::WriteSame {
@@ -323,10 +330,6 @@ fn write_same() {
             extent
         }
     );
-    let plain = Parameters::WriteSame {
-        extent,
-        unmap: false,
-    };
     let o = lu.handle_parameters(N, plain, &[0; 512]);
     assert_eq!(
         o,
@@ -651,4 +654,23 @@ fn hostile_cdbs_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn write_same_data_out_must_be_one_block() {
+    let mut lu = mib();
+    let ws = lu.execute(N, &cdb10(0x41, 0x08, 0, 1));
+    assert_eq!(ws.clone().with_edtl(512), ws);
+    for edtl in [0, 256, 1024] {
+        assert_eq!(
+            check(ws.clone().with_edtl(edtl)),
+            INVALID_FIELD,
+            "edtl {edtl}"
+        );
+    }
+    // Other commands keep their outcome; residuals are the session's.
+    let w = lu.execute(N, &cdb10(0x2a, 0, 0, 2));
+    assert_eq!(w.clone().with_edtl(512), w);
+    let r = lu.execute(N, &cdb10(0x28, 0, 0, 2));
+    assert_eq!(r.clone().with_edtl(0), r);
 }
