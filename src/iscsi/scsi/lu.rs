@@ -36,7 +36,7 @@
 
 use super::cdb::{self, ByteCheck, Cdb, Direction, Range, Rw, Verify, WriteSame};
 use super::sense::{asc, Sense, SenseKey};
-use super::{inquiry, mode, target};
+use super::{inquiry, mode, opcodes, target};
 
 /// Logical block length. Fixed: boot firmware and most initiators assume it.
 pub const BLOCK_SIZE: u32 = 512;
@@ -396,6 +396,7 @@ impl LogicalUnit {
                 self.clear_luns_changed(nexus);
                 target::report_luns(select_report, alloc_len, &[self.config.lun])
             }
+            Cdb::ReportSupportedOperationCodes(req) => opcodes::report(&req, self.config.unmap),
             Cdb::Unknown(_) => Err(Sense::invalid_opcode()),
         };
         result.unwrap_or_else(Outcome::Check)
