@@ -16,7 +16,10 @@
 //!    - [`AfterDataOut::Compare`]: compare them with the store;
 //!    - [`AfterDataOut::Parameters`]: hand them to
 //!      [`handle_parameters`](LogicalUnit::handle_parameters), which returns
-//!      the final outcome (never another `DataOut`).
+//!      the final outcome (never another `DataOut`);
+//! 3. report residuals from [`Outcome::transfer`]: the bytes the command
+//!    moves (and which way) against the Expected Data Transfer Length.
+//!    A CHECK CONDITION moves nothing, so its residual is the whole EDTL.
 //!
 //! Out of band: [`set_size`](LogicalUnit::set_size) when the store grew or
 //! shrank, [`reset`](LogicalUnit::reset) on LOGICAL UNIT RESET or TARGET
@@ -624,17 +627,20 @@ impl LogicalUnit {
             return Err(Sense::invalid_field_in_parameter_list(2));
         }
         let mut extents = Vec::with_capacity(count);
-        for (i, d) in rest.chunks_exact(16).take(count).enumerate() {
-            let mut lba = [0u8; 8];
-            lba.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
-            let mut num = [0u8; 4];
-            num.copy_from_slice(d.get(8..12).unwrap_or(&[0; 4]));
-            let (lba, num) = (u64::from_be_bytes(lba), u32::from_be_bytes(num));
+        let mut total: u64 = 0;
+        for d in rest.chunks_exact(16).take(count) {
+            let Some(&[l0, l1, l2, l3, l4, l5, l6, l7, n0, n1, n2, n3]) = d.first_chunk::<12>()
+            else {
+                continue; // chunks_exact yields 16 bytes; never taken
+            };
+            let lba = u64::from_be_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+            let num = u32::from_be_bytes([n0, n1, n2, n3]);
             let extent = self.extent(lba, num.into())?;
-            if num > MAX_UNMAP_BLOCKS {
-                return Err(Sense::invalid_field_in_parameter_list(
-                    (8 + i * 16 + 8) as u16,
-                ));
+            // SBC-3 §5.28: the blocks of all descriptors together count
+            // against MAXIMUM UNMAP LBA COUNT.
+            total += u64::from(num);
+            if total > u64::from(MAX_UNMAP_BLOCKS) {
+                return Err(Sense::invalid_field_in_parameter_list(8));
             }
             if extent.len > 0 {
                 extents.push(extent);

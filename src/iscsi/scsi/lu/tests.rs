@@ -454,6 +454,17 @@ fn unmap_limits() {
         &unmap_list(&[(0, MAX_UNMAP_BLOCKS + 1)]),
     );
     assert_eq!(check(o), (5, 0x26, 0));
+    let half = MAX_UNMAP_BLOCKS / 2 + 1;
+    let list = unmap_list(&[(0, half), (1 << 30, half)]);
+    assert_eq!(
+        check(lu.handle_parameters(N, Parameters::Unmap, &list)),
+        (5, 0x26, 0)
+    );
+    let list = unmap_list(&[(0, MAX_UNMAP_BLOCKS)]);
+    assert!(matches!(
+        lu.handle_parameters(N, Parameters::Unmap, &list),
+        Outcome::Deallocate(_)
+    ));
     // A store that cannot punch holes does not offer UNMAP at all.
     let mut thick = unit(1 << 20, false, false);
     assert_eq!(
