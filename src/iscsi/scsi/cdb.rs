@@ -14,10 +14,11 @@
 //! business ([`super::lu`]).
 //!
 //! Not decoded yet, so answered INVALID COMMAND OPERATION CODE:
-//! PERSISTENT RESERVE IN/OUT, REPORT SUPPORTED OPERATION CODES, GET LBA
-//! STATUS, COMPARE AND WRITE, WRITE AND VERIFY, ORWRITE, XDWRITEREAD and the
-//! 32-byte variable-length CDBs.
+//! PERSISTENT RESERVE IN/OUT, GET LBA STATUS, REPORT TARGET PORT GROUPS,
+//! COMPARE AND WRITE, WRITE AND VERIFY, ORWRITE, XDWRITEREAD, PREVENT ALLOW
+//! MEDIUM REMOVAL and the 32-byte variable-length CDBs.
 
+use super::opcodes;
 use super::sense::Sense;
 
 /// Operation codes (SPC-4 Annex D.3.1, SBC-3 table 12).
@@ -48,12 +49,15 @@ pub mod opcode {
     pub const WRITE_SAME_16: u8 = 0x93;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
+    pub const MAINTENANCE_IN: u8 = 0xa3;
     pub const READ_12: u8 = 0xa8;
     pub const WRITE_12: u8 = 0xaa;
     pub const VERIFY_12: u8 = 0xaf;
 
     /// SERVICE ACTION IN(16) service action for READ CAPACITY(16).
     pub const SA_READ_CAPACITY_16: u8 = 0x10;
+    /// MAINTENANCE IN service action for REPORT SUPPORTED OPERATION CODES.
+    pub const SA_REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
 }
 
 /// Which way data moves for a command (RFC 7143 §11.3.1, the R and W bits).
@@ -191,6 +195,7 @@ pub enum Cdb {
         select_report: u8,
         alloc_len: u32,
     },
+    ReportSupportedOperationCodes(opcodes::Request),
     /// An operation code dls does not implement.
     Unknown(u8),
 }
@@ -449,6 +454,22 @@ impl Cdb {
                     alloc_len: be32([c[6], c[7], c[8], c[9]]),
                 })
             }
+            MAINTENANCE_IN => {
+                let c = take::<12>(cdb)?;
+                if c[1] & 0x1f != SA_REPORT_SUPPORTED_OPERATION_CODES {
+                    // REPORT TARGET PORT GROUPS and the like: see
+                    // SERVICE ACTION IN(16) for why this is the answer.
+                    return Err(Sense::invalid_opcode());
+                }
+                check_control(c[11], 11)?;
+                Ok(Cdb::ReportSupportedOperationCodes(opcodes::Request {
+                    rctd: c[2] & 0x80 != 0,
+                    reporting_options: c[2] & 0x07,
+                    opcode: c[3],
+                    sa: be16(c[4], c[5]),
+                    alloc_len: be32([c[6], c[7], c[8], c[9]]),
+                }))
+            }
             other => Ok(Cdb::Unknown(other)),
         }
     }
@@ -464,7 +485,8 @@ impl Cdb {
             | Cdb::ReadCapacity10
             | Cdb::ReadCapacity16 { .. }
             | Cdb::Read(_)
-            | Cdb::ReportLuns { .. } => Direction::In,
+            | Cdb::ReportLuns { .. }
+            | Cdb::ReportSupportedOperationCodes(_) => Direction::In,
             Cdb::Write(_) | Cdb::ModeSelect(_) | Cdb::Unmap { .. } => Direction::Out,
             Cdb::WriteSame(ws) if !ws.ndob => Direction::Out,
             Cdb::Verify(v) if v.bytchk != ByteCheck::None => Direction::Out,
@@ -624,8 +646,8 @@ mod tests {
     fn test_unit_ready_and_unknown() {
         assert_eq!(parse(&[0; 6]), Ok(Cdb::TestUnitReady));
         assert_eq!(
-            parse(&[0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Ok(Cdb::Unknown(0xa3))
+            parse(&[0xa4, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Ok(Cdb::Unknown(0xa4))
         );
         assert_eq!(parse(&[0x5e; 10]), Ok(Cdb::Unknown(0x5e)));
         assert_eq!(parse(&[0x7f]), Ok(Cdb::Unknown(0x7f)));

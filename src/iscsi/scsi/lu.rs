@@ -9,13 +9,17 @@
 //! [`Sense::write_error`] / [`Sense::unrecovered_read_error`] when it fails.
 //!
 //! Call order, for one command:
-//! 1. [`execute`](LogicalUnit::execute) with the CDB;
+//! 1. [`execute`](LogicalUnit::execute) with the CDB, then
+//!    [`Outcome::with_edtl`] with the Expected Data Transfer Length;
 //! 2. for [`Outcome::DataOut`], collect exactly `len` bytes of Data-Out, then
 //!    - [`AfterDataOut::Write`]: write them at `offset` (fdatasync if `fua`);
 //!    - [`AfterDataOut::Compare`]: compare them with the store;
 //!    - [`AfterDataOut::Parameters`]: hand them to
 //!      [`handle_parameters`](LogicalUnit::handle_parameters), which returns
-//!      the final outcome (never another `DataOut`).
+//!      the final outcome (never another `DataOut`);
+//! 3. report residuals from [`Outcome::transfer`]: the bytes the command
+//!    moves (and which way) against the Expected Data Transfer Length.
+//!    A CHECK CONDITION moves nothing, so its residual is the whole EDTL.
 //!
 //! Out of band: [`set_size`](LogicalUnit::set_size) when the store grew or
 //! shrank, [`reset`](LogicalUnit::reset) on LOGICAL UNIT RESET or TARGET
@@ -35,7 +39,7 @@
 
 use super::cdb::{self, ByteCheck, Cdb, Direction, Range, Rw, Verify, WriteSame};
 use super::sense::{asc, Sense, SenseKey};
-use super::{inquiry, mode, target};
+use super::{inquiry, mode, opcodes, target};
 
 /// Logical block length. Fixed: boot firmware and most initiators assume it.
 pub const BLOCK_SIZE: u32 = 512;
@@ -156,6 +160,24 @@ pub struct Transfer {
 }
 
 impl Outcome {
+    /// Holds the outcome against the initiator's Expected Data Transfer
+    /// Length where SBC-3 leaves no room for residuals: a WRITE SAME whose
+    /// Data-Out is not exactly one block is refused (what LIO does, and what
+    /// libiscsi's WriteSame*.InvalidDataOutSize expect). Every other mismatch
+    /// is the session's to report as underflow or overflow.
+    pub fn with_edtl(self, edtl: u64) -> Outcome {
+        match self {
+            Outcome::DataOut {
+                len,
+                then: AfterDataOut::Parameters(Parameters::WriteSame { .. }),
+            } if len != edtl => Outcome::Check(Sense::new(
+                SenseKey::IllegalRequest,
+                asc::INVALID_FIELD_IN_CDB,
+            )),
+            other => other,
+        }
+    }
+
     /// How many bytes move and which way, if the command completes as told.
     pub fn transfer(&self) -> Transfer {
         let (direction, len) = match self {
@@ -377,6 +399,7 @@ impl LogicalUnit {
                 self.clear_luns_changed(nexus);
                 target::report_luns(select_report, alloc_len, &[self.config.lun])
             }
+            Cdb::ReportSupportedOperationCodes(req) => opcodes::report(&req, self.config.unmap),
             Cdb::Unknown(_) => Err(Sense::invalid_opcode()),
         };
         result.unwrap_or_else(Outcome::Check)
@@ -559,10 +582,11 @@ impl LogicalUnit {
         let Some(pattern) = data.get(..BLOCK_SIZE as usize) else {
             return Err(Sense::parameter_list_length_error());
         };
-        // SBC-3 §5.40: with UNMAP the blocks may be deallocated instead,
-        // which is only the same as writing when they then read as the
-        // pattern, i.e. zeros (LBPRZ=1).
-        if unmap && self.config.unmap && pattern.iter().all(|&b| b == 0) {
+        // SBC-3 §5.40: with UNMAP set the initiator asks for deallocation;
+        // the blocks then read as zeros (LBPRZ=1) whatever the pattern. LIO
+        // and tgt do the same, and libiscsi's UnmapUntilEnd checks for zeros
+        // after a WRITE SAME of FFh with UNMAP.
+        if unmap && self.config.unmap {
             return Ok(Outcome::Deallocate(vec![extent]));
         }
         Ok(Outcome::WriteSame {
@@ -603,17 +627,20 @@ impl LogicalUnit {
             return Err(Sense::invalid_field_in_parameter_list(2));
         }
         let mut extents = Vec::with_capacity(count);
-        for (i, d) in rest.chunks_exact(16).take(count).enumerate() {
-            let mut lba = [0u8; 8];
-            lba.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
-            let mut num = [0u8; 4];
-            num.copy_from_slice(d.get(8..12).unwrap_or(&[0; 4]));
-            let (lba, num) = (u64::from_be_bytes(lba), u32::from_be_bytes(num));
+        let mut total: u64 = 0;
+        for d in rest.chunks_exact(16).take(count) {
+            let Some(&[l0, l1, l2, l3, l4, l5, l6, l7, n0, n1, n2, n3]) = d.first_chunk::<12>()
+            else {
+                continue; // chunks_exact yields 16 bytes; never taken
+            };
+            let lba = u64::from_be_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+            let num = u32::from_be_bytes([n0, n1, n2, n3]);
             let extent = self.extent(lba, num.into())?;
-            if num > MAX_UNMAP_BLOCKS {
-                return Err(Sense::invalid_field_in_parameter_list(
-                    (8 + i * 16 + 8) as u16,
-                ));
+            // SBC-3 §5.28: the blocks of all descriptors together count
+            // against MAXIMUM UNMAP LBA COUNT.
+            total += u64::from(num);
+            if total > u64::from(MAX_UNMAP_BLOCKS) {
+                return Err(Sense::invalid_field_in_parameter_list(8));
             }
             if extent.len > 0 {
                 extents.push(extent);

@@ -7,6 +7,7 @@
 //!   [`lu::Outcome`]s: inline data, store ranges to read or write, flushes,
 //!   deallocations, or CHECK CONDITION.
 //! - [`inquiry`], [`mode`]: the INQUIRY and MODE SENSE/SELECT data.
+//! - [`opcodes`]: REPORT SUPPORTED OPERATION CODES.
 //! - [`target`]: LUN addressing, REPORT LUNS, unmapped LUNs.
 //!
 //! Nothing here touches files, sockets or the clock: the engine performs the
@@ -18,6 +19,7 @@ pub mod cdb;
 pub mod inquiry;
 pub mod lu;
 pub mod mode;
+pub mod opcodes;
 pub mod sense;
 pub mod target;
 

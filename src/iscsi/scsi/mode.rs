@@ -30,9 +30,9 @@ const PAGES: [u8; 3] = [PAGE_CACHING, PAGE_CONTROL, PAGE_INFORMATIONAL_EXCEPTION
 const SWP_BYTE: usize = 4;
 const SWP_BIT: u8 = 0x08;
 
-/// One mode page with its header, current (`changeable` false) or the mask
-/// of changeable bits (`changeable` true).
-fn page(lu: &LogicalUnit, code: u8, changeable: bool) -> Option<Vec<u8>> {
+/// One mode page with its header: current or default values, or the mask of
+/// changeable bits. Saved values do not exist; asking for them gets defaults.
+fn page(lu: &LogicalUnit, code: u8, pc: PageControl) -> Option<Vec<u8>> {
     let mut p = match code {
         PAGE_CACHING => {
             let mut p = vec![0u8; 20];
@@ -43,7 +43,7 @@ fn page(lu: &LogicalUnit, code: u8, changeable: bool) -> Option<Vec<u8>> {
             let mut p = vec![0u8; 12];
             p[2] = 0x02; // GLTSD: no log parameters are saved
             p[3] = 0x10; // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
-            if lu.swp() {
+            if lu.swp() && pc == PageControl::Current {
                 p[SWP_BYTE] |= SWP_BIT;
             }
             p[8..10].copy_from_slice(&0xffffu16.to_be_bytes()); // BUSY TIMEOUT: unlimited
@@ -56,7 +56,7 @@ fn page(lu: &LogicalUnit, code: u8, changeable: bool) -> Option<Vec<u8>> {
         }
         _ => return None,
     };
-    if changeable {
+    if pc == PageControl::Changeable {
         p.iter_mut().skip(2).for_each(|b| *b = 0);
         if code == PAGE_CONTROL {
             p[SWP_BYTE] = SWP_BIT;
@@ -75,11 +75,10 @@ fn device_specific(lu: &LogicalUnit) -> u8 {
 
 /// Answers MODE SENSE(6) or (10).
 pub fn sense(lu: &LogicalUnit, ms: &ModeSense) -> Result<Outcome, Sense> {
-    let changeable = match ms.pc {
-        PageControl::Current | PageControl::Default => false,
-        PageControl::Changeable => true,
-        PageControl::Saved => return Err(Sense::saving_parameters_not_supported()),
-    };
+    if ms.pc == PageControl::Saved {
+        return Err(Sense::saving_parameters_not_supported());
+    }
+    let changeable = ms.pc == PageControl::Changeable;
     match (ms.page, ms.subpage) {
         (_, 0x00) | (PAGE_ALL, 0xff) => {}
         _ => return Err(Sense::invalid_field_in_cdb(3, None)),
@@ -87,10 +86,10 @@ pub fn sense(lu: &LogicalUnit, ms: &ModeSense) -> Result<Outcome, Sense> {
     let mut pages = Vec::new();
     if ms.page == PAGE_ALL {
         for code in PAGES {
-            pages.extend(page(lu, code, changeable).unwrap_or_default());
+            pages.extend(page(lu, code, ms.pc).unwrap_or_default());
         }
     } else {
-        pages = page(lu, ms.page, changeable).ok_or(Sense::invalid_field_in_cdb(2, Some(5)))?;
+        pages = page(lu, ms.page, ms.pc).ok_or(Sense::invalid_field_in_cdb(2, Some(5)))?;
     }
 
     let long = ms.ten && ms.llbaa;
@@ -185,7 +184,7 @@ pub fn select(lu: &mut LogicalUnit, ten: bool, data: &[u8]) -> Result<(), Sense>
         if code & 0x40 != 0 {
             return Err(Sense::invalid_field_in_parameter_list(at as u16));
         }
-        let Some(current) = page(lu, code & 0x3f, false) else {
+        let Some(current) = page(lu, code & 0x3f, PageControl::Current) else {
             return Err(Sense::invalid_field_in_parameter_list(at as u16));
         };
         let Some((sent, tail)) = rest.split_at_checked(2 + usize::from(len)) else {
@@ -194,7 +193,7 @@ pub fn select(lu: &mut LogicalUnit, ten: bool, data: &[u8]) -> Result<(), Sense>
         if sent.len() != current.len() {
             return Err(Sense::invalid_field_in_parameter_list(at as u16 + 1));
         }
-        let mask = page(lu, code & 0x3f, true).unwrap_or_default();
+        let mask = page(lu, code & 0x3f, PageControl::Changeable).unwrap_or_default();
         for (i, ((&s, &c), &m)) in sent.iter().zip(&current).zip(&mask).enumerate().skip(2) {
             if (s ^ c) & !m != 0 {
                 return Err(Sense::invalid_field_in_parameter_list((at + i) as u16));
@@ -383,7 +382,7 @@ mod tests {
         let mut lu = lu(false);
         // Header, then the control page exactly as MODE SENSE returned it.
         let mut list = vec![0, 0, 0x10, 0];
-        list.extend(page(&lu, PAGE_CONTROL, false).unwrap());
+        list.extend(page(&lu, PAGE_CONTROL, PageControl::Current).unwrap());
         assert_eq!(select(&mut lu, false, &list), Outcome::Good);
         assert!(!lu.write_protected());
 
@@ -392,6 +391,8 @@ mod tests {
         assert!(lu.write_protected());
         let d = data(lu.execute(N, &[0x1a, 0x08, 0x0a, 0x00, 0xff, 0x00]));
         assert_eq!((d[2], d[4 + SWP_BYTE]), (0x90, SWP_BIT));
+        let d = data(lu.execute(N, &[0x1a, 0x08, 0x8a, 0x00, 0xff, 0x00]));
+        assert_eq!(d[4 + SWP_BYTE], 0, "default values keep SWP clear");
         assert_eq!(
             lu.execute(N, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             Outcome::Check(Sense::write_protected())
@@ -414,7 +415,7 @@ mod tests {
     fn mode_select_refuses_changes() {
         let mut lu = lu(false);
         let mut list = vec![0, 0, 0, 0];
-        list.extend(page(&lu, PAGE_CACHING, false).unwrap());
+        list.extend(page(&lu, PAGE_CACHING, PageControl::Current).unwrap());
         list[6] = 0x00; // clear WCE
         assert_eq!(
             select(&mut lu, false, &list),

@@ -266,6 +266,17 @@ impl Sense {
     }
 }
 
+impl Sense {
+    /// The data segment of an iSCSI SCSI Response carrying this sense
+    /// (RFC 7143 §11.4.7.2): the two-byte SenseLength, then the sense data.
+    pub fn encode_with_length(&self) -> [u8; 2 + FIXED_SENSE_LEN] {
+        let mut b = [0u8; 2 + FIXED_SENSE_LEN];
+        b[1] = FIXED_SENSE_LEN as u8;
+        b[2..].copy_from_slice(&self.encode());
+        b
+    }
+}
+
 impl fmt::Display for Sense {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (k, a, q) = self.triple();
@@ -294,6 +305,13 @@ mod tests {
         assert_eq!(&b[15..18], &[0xc0, 0x00, 0x08]);
         let b = Sense::invalid_field_in_parameter_list(24).encode();
         assert_eq!(&b[12..18], &[0x26, 0x00, 0, 0x80, 0x00, 0x18]);
+    }
+
+    #[test]
+    fn iscsi_sense_segment_has_length_prefix() {
+        let b = Sense::write_protected().encode_with_length();
+        assert_eq!(&b[..5], &[0x00, 18, 0x70, 0x00, 0x07]);
+        assert_eq!(&b[14..16], &[0x27, 0x00]);
     }
 
     #[test]

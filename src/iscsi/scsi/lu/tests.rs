@@ -314,8 +314,15 @@ fn write_same() {
         lu.handle_parameters(N, want, &[0; 512]),
         Outcome::Deallocate(vec![extent])
     );
-    // Any other pattern is written.
+    // UNMAP asks for deallocation whatever the pattern (LBPRZ says zeros).
     let o = lu.handle_parameters(N, want, &[0xab; 512]);
+    assert_eq!(o, Outcome::Deallocate(vec![extent]));
+    // Without UNMAP the pattern is written.
+    let plain = Parameters::WriteSame {
+        extent,
+        unmap: false,
+    };
+    let o = lu.handle_parameters(N, plain, &[0xab; 512]);
     assert_eq!(
         o,
         Outcome::WriteSame {
@@ -323,10 +330,6 @@ fn write_same() {
             extent
         }
     );
-    let plain = Parameters::WriteSame {
-        extent,
-        unmap: false,
-    };
     let o = lu.handle_parameters(N, plain, &[0; 512]);
     assert_eq!(
         o,
@@ -451,6 +454,17 @@ fn unmap_limits() {
         &unmap_list(&[(0, MAX_UNMAP_BLOCKS + 1)]),
     );
     assert_eq!(check(o), (5, 0x26, 0));
+    let half = MAX_UNMAP_BLOCKS / 2 + 1;
+    let list = unmap_list(&[(0, half), (1 << 30, half)]);
+    assert_eq!(
+        check(lu.handle_parameters(N, Parameters::Unmap, &list)),
+        (5, 0x26, 0)
+    );
+    let list = unmap_list(&[(0, MAX_UNMAP_BLOCKS)]);
+    assert!(matches!(
+        lu.handle_parameters(N, Parameters::Unmap, &list),
+        Outcome::Deallocate(_)
+    ));
     // A store that cannot punch holes does not offer UNMAP at all.
     let mut thick = unit(1 << 20, false, false);
     assert_eq!(
@@ -651,4 +665,23 @@ fn hostile_cdbs_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn write_same_data_out_must_be_one_block() {
+    let mut lu = mib();
+    let ws = lu.execute(N, &cdb10(0x41, 0x08, 0, 1));
+    assert_eq!(ws.clone().with_edtl(512), ws);
+    for edtl in [0, 256, 1024] {
+        assert_eq!(
+            check(ws.clone().with_edtl(edtl)),
+            INVALID_FIELD,
+            "edtl {edtl}"
+        );
+    }
+    // Other commands keep their outcome; residuals are the session's.
+    let w = lu.execute(N, &cdb10(0x2a, 0, 0, 2));
+    assert_eq!(w.clone().with_edtl(512), w);
+    let r = lu.execute(N, &cdb10(0x28, 0, 0, 2));
+    assert_eq!(r.clone().with_edtl(0), r);
 }
