@@ -25,6 +25,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub tftp: Option<TftpConfig>,
     pub dhcp: Option<crate::dhcp::config::DhcpConfig>,
+    pub iscsi: Option<crate::iscsi::config::IscsiConfig>,
     #[serde(default)]
     pub http: HttpConfig,
 }
@@ -204,6 +205,9 @@ impl Config {
         if let Some(dhcp) = &self.dhcp {
             dhcp.validate()?;
         }
+        if let Some(iscsi) = &self.iscsi {
+            iscsi.validate()?;
+        }
         if self.engine.workers > 1024 {
             return err("engine.workers", "must be at most 1024".into());
         }
@@ -250,7 +254,7 @@ impl Config {
 
     /// True when at least one service section is present.
     pub fn has_service(&self) -> bool {
-        self.tftp.is_some() || self.dhcp.is_some()
+        self.tftp.is_some() || self.dhcp.is_some() || self.iscsi.is_some()
     }
 
     /// Worker threads to start: the configured count, or one per online core.

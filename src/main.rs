@@ -74,9 +74,9 @@ fn main() -> ExitCode {
 
 fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
-    if config.tftp.is_none() {
+    if !config.has_service() {
         return Err(format!(
-            "{}: no service configured (add a [tftp] section)",
+            "{}: no service configured (add [tftp], [dhcp] or [iscsi])",
             path.display()
         ));
     }

@@ -12,6 +12,7 @@
 //! never waits on them. Counters are read through [`Engine::stats`].
 
 pub mod image;
+pub mod iscsi;
 pub mod outq;
 pub mod stats;
 pub mod tftp;
@@ -69,6 +70,10 @@ impl Engine {
             Some(t) => Some(Arc::new(TftpContext::new(t, count)?)),
             None => None,
         };
+        let iscsi_ctx = match &config.iscsi {
+            Some(i) => Some(Arc::new(iscsi::IscsiContext::new(i)?)),
+            None => None,
+        };
 
         let mut workers = Vec::with_capacity(count);
         let mut all_stats = Vec::with_capacity(count);
@@ -84,6 +89,12 @@ impl Engine {
                     listeners.push(tftp::bind_listener(*addr)?);
                 }
             }
+            let mut iscsi_listeners = Vec::new();
+            if let Some(i) = &config.iscsi {
+                for addr in &i.listen {
+                    iscsi_listeners.push(iscsi::bind_listener(*addr)?);
+                }
+            }
             let core = if config.engine.pin_workers && !cores.is_empty() {
                 Some(cores[id % cores.len()])
             } else {
@@ -96,6 +107,7 @@ impl Engine {
                 stats.clone(),
                 config.engine.shutdown_grace,
                 tftp_ctx.clone().map(|ctx| (ctx, cache.clone(), listeners)),
+                iscsi_ctx.clone().map(|ctx| (ctx, iscsi_listeners)),
             )?;
             pending.push((worker, core, tx, waker));
             all_stats.push(stats);
@@ -117,6 +129,13 @@ impl Engine {
                 commands: tx,
                 waker,
             });
+        }
+        if let Some(i) = &config.iscsi {
+            info!(
+                "iscsi: {} targets on {:?} with {count} workers",
+                i.target.len(),
+                i.listen
+            );
         }
         if let Some(t) = &config.tftp {
             info!(

@@ -137,6 +137,7 @@ impl TftpStats {
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     pub tftp: CachePadded<TftpStats>,
+    pub iscsi: Arc<crate::engine::iscsi::IscsiStats>,
 }
 
 /// Counters summed over workers at one moment.

@@ -15,6 +15,7 @@ use log::{debug, error, info};
 use mio::{Events, Poll, Token};
 
 use super::image::ImageCache;
+use super::iscsi::{IscsiContext, IscsiService};
 use super::stats::WorkerStats;
 use super::tftp::{TftpContext, TftpService};
 use super::Command;
@@ -30,6 +31,7 @@ pub struct Worker {
     commands: Receiver<Command>,
     grace: Duration,
     tftp: Option<TftpService>,
+    iscsi: Option<IscsiService>,
     /// Set once shutdown was asked: the moment transfers must be over.
     stop_by: Option<Instant>,
 }
@@ -42,12 +44,23 @@ impl Worker {
         stats: Arc<WorkerStats>,
         grace: Duration,
         tftp: Option<(Arc<TftpContext>, Arc<ImageCache>, Vec<mio::net::UdpSocket>)>,
+        iscsi: Option<(Arc<IscsiContext>, Vec<mio::net::TcpListener>)>,
     ) -> io::Result<Worker> {
         let tftp = match tftp {
             Some((ctx, cache, listeners)) => Some(TftpService::new(
                 ctx,
                 cache,
-                stats,
+                stats.clone(),
+                listeners,
+                poll.registry(),
+            )?),
+            None => None,
+        };
+        let iscsi = match iscsi {
+            Some((ctx, listeners)) => Some(IscsiService::new(
+                ctx,
+                stats.iscsi.clone(),
+                id,
                 listeners,
                 poll.registry(),
             )?),
@@ -59,6 +72,7 @@ impl Worker {
             commands,
             grace,
             tftp,
+            iscsi,
             stop_by: None,
         })
     }
@@ -86,7 +100,14 @@ impl Worker {
                 }
                 if let Some(tftp) = self.tftp.as_mut().filter(|_| TftpService::owns(token)) {
                     tftp.ready(token, self.poll.registry(), now);
+                } else if let Some(iscsi) =
+                    self.iscsi.as_mut().filter(|_| IscsiService::owns(token))
+                {
+                    iscsi.ready(token, self.poll.registry(), now);
                 }
+            }
+            if let Some(iscsi) = self.iscsi.as_mut() {
+                iscsi.run_pending(self.poll.registry(), now);
             }
             if let Some(tftp) = self.tftp.as_mut() {
                 tftp.run_pending(self.poll.registry(), now);
@@ -113,24 +134,32 @@ impl Worker {
     }
 
     fn active(&self) -> usize {
-        self.tftp.as_ref().map_or(0, |t| t.active())
+        self.tftp.as_ref().map_or(0, |t| t.active()) + self.iscsi.as_ref().map_or(0, |i| i.active())
     }
 
     fn abort_all(&mut self, now: Instant) {
         if let Some(tftp) = self.tftp.as_mut() {
             tftp.abort_all(self.poll.registry(), now);
         }
+        if let Some(iscsi) = self.iscsi.as_mut() {
+            iscsi.close_all(self.poll.registry());
+        }
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         let tftp = self.tftp.as_ref();
-        if tftp.is_some_and(|t| t.has_backlog()) {
+        let iscsi = self.iscsi.as_ref();
+        if tftp.is_some_and(|t| t.has_backlog()) || iscsi.is_some_and(|i| i.has_backlog()) {
             return Some(Duration::ZERO);
         }
-        let deadline = [tftp.and_then(|t| t.next_deadline()), self.stop_by]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            tftp.and_then(|t| t.next_deadline()),
+            iscsi.and_then(|i| i.next_deadline()),
+            self.stop_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         deadline.map(|d| d.saturating_duration_since(now))
     }
 
@@ -143,6 +172,9 @@ impl Worker {
                         self.stop_by = Some(now + self.grace);
                         if let Some(tftp) = self.tftp.as_mut() {
                             tftp.stop_listening(self.poll.registry());
+                        }
+                        if let Some(iscsi) = self.iscsi.as_mut() {
+                            iscsi.stop_listening(self.poll.registry());
                         }
                         debug!(
                             "worker {}: shutting down, {} transfers in flight",

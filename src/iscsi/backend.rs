@@ -53,6 +53,9 @@ pub struct Command<'a> {
     pub write: bool,
     /// Task attribute: 0 untagged, 1 simple, 2 ordered, 3 head of queue, 4 ACA.
     pub attr: u8,
+    /// The Initiator Task Tag: unique among the session's tasks in flight,
+    /// so a SCSI layer can keep per-command state between its calls.
+    pub tag: u32,
 }
 
 /// Bytes that travel to the initiator, by reference where possible.
@@ -142,6 +145,16 @@ pub enum IoRequest {
         offset: u64,
         len: u64,
         pattern: Bytes,
+    },
+    /// Compare `[offset, offset + len)` with `expected` (VERIFY with
+    /// BYTCHK; with `repeat`, `expected` is one block compared with every
+    /// block). A difference completes as `Err(ErrorKind::InvalidData)`.
+    Compare {
+        lun: u16,
+        offset: u64,
+        len: u64,
+        expected: Bytes,
+        repeat: bool,
     },
     /// Write bytes the session had to copy (rare; normal writes go by
     /// reference, see [`super::session::StoreWrite`]).

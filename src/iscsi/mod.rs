@@ -32,6 +32,7 @@
 //! - asynchronous messages (e.g. to announce a LUN size change);
 //! - a Logout is answered at once even with commands in flight.
 
+pub mod adapter;
 pub mod backend;
 pub mod chap;
 pub mod config;
@@ -41,7 +42,7 @@ pub mod frame;
 pub mod login;
 pub mod negotiate;
 pub mod pdu;
+pub mod scsi;
 pub mod serial;
 pub mod session;
 pub mod text;
-pub mod scsi;

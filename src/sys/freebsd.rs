@@ -185,3 +185,46 @@ pub fn send_more(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
     };
     cvt(n).map(|n| n as usize)
 }
+
+/// Size in bytes of the disk device open as `file` (DIOCGMEDIASIZE).
+pub fn block_device_size(file: &File) -> io::Result<u64> {
+    // _IOR('d', 129, off_t)
+    const DIOCGMEDIASIZE: libc::c_ulong = 0x4008_6481;
+    let mut size: libc::off_t = 0;
+    // SAFETY: the ioctl writes one off_t into `size`.
+    let ret = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            DIOCGMEDIASIZE,
+            &mut size as *mut libc::off_t,
+        )
+    };
+    cvt(ret).map(|_| size as u64)
+}
+
+/// FreeBSD 14 has fspacectl(SPACECTL_DEALLOC); not wired yet, so UNMAP on
+/// FreeBSD answers with an error and the caller writes zeros instead.
+pub fn punch_hole(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Fills `buf` from the kernel's random source (getrandom(2), FreeBSD 12+).
+pub fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled part of buf.
+        let n = unsafe {
+            libc::getrandom(
+                buf[done..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - done,
+                0,
+            )
+        };
+        match cvt(n) {
+            Ok(n) => done += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

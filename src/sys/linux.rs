@@ -245,3 +245,50 @@ pub fn send_more(sock: RawFd, bytes: &[u8]) -> io::Result<usize> {
     };
     cvt(n).map(|n| n as usize)
 }
+
+/// Size in bytes of the block device open as `file` (BLKGETSIZE64).
+pub fn block_device_size(file: &File) -> io::Result<u64> {
+    // _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: the ioctl writes one u64 into `size`, which outlives the call.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    cvt(ret).map(|_| size)
+}
+
+/// Deallocates `[offset, offset + len)` of a regular file so it reads back
+/// as zeros, keeping the file's size (FALLOC_FL_PUNCH_HOLE).
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: plain integer arguments on an open descriptor.
+    let ret = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    cvt(ret).map(|_| ())
+}
+
+/// Fills `buf` from the kernel's random source.
+pub fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled part of buf.
+        let n = unsafe {
+            libc::getrandom(
+                buf[done..].as_mut_ptr() as *mut libc::c_void,
+                buf.len() - done,
+                0,
+            )
+        };
+        match cvt(n) {
+            Ok(n) => done += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -272,7 +272,10 @@ impl Session {
     }
 
     /// ABORT TASK (§11.5.1): a task not found is "complete" when its
-    /// RefCmdSN lies in the current window, else "does not exist".
+    /// RefCmdSN lies in the current window [ExpCmdSN, MaxCmdSN] (it was sent
+    /// but has not arrived: it is now considered received), else "does not
+    /// exist" -- which is the answer for a task that already completed, whose
+    /// CmdSN is below ExpCmdSN (libiscsi's AbortTaskSimpleAsync checks this).
     fn abort_task(&mut self, t: &TaskMgmtRequest) -> u8 {
         if self.tasks.remove(&t.referenced_tag).is_some() {
             self.outq
@@ -280,8 +283,7 @@ impl Session {
             return tmf::COMPLETE;
         }
         let (exp, max) = self.window();
-        let recent = serial::in_window(t.ref_cmd_sn, exp.wrapping_sub(self.queue_depth), max);
-        if recent {
+        if serial::in_window(t.ref_cmd_sn, exp, max) {
             tmf::COMPLETE
         } else {
             tmf::NO_TASK

@@ -49,6 +49,7 @@ impl Task {
             read: self.read,
             write: self.write,
             attr: self.attr,
+            tag: self.itt,
         }
     }
 }

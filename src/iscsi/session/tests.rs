@@ -815,7 +815,12 @@ fn task_management() {
     let id = h.held.pop().unwrap();
     h.s.io_complete(id, Ok(()), &mut h.scsi);
     assert!(h.drain().is_empty(), "no status for an aborted task");
-    assert_eq!(tmf(&mut h, 1, 0, 0x7777), 0, "RefCmdSN in window: complete");
+    // RefCmdSN below ExpCmdSN: that command already arrived and finished.
+    assert_eq!(
+        tmf(&mut h, 1, 0, 0x7777),
+        1,
+        "finished task: does not exist"
+    );
     h.command(cdb(&[0x35]), 0, 0, false, &[]);
     h.command(cdb(&[0x35]), LUN1, 0, false, &[]);
     assert_eq!(tmf(&mut h, 5, 0, 0), 0, "LUN RESET");

@@ -1,0 +1,681 @@
+//! The iSCSI service of one worker: its SO_REUSEPORT listeners and the TCP
+//! connections it accepted, each driven through login and the full feature
+//! phase by the sans-IO state machines of [`crate::iscsi`].
+//!
+//! A connection stays on the worker that accepted it. Its receive buffer
+//! holds at most one PDU plus what arrived behind it; PDUs are framed with
+//! the negotiated digests and data limit, handled a bounded number per
+//! wakeup, and their answers queued in an [`OutQueue`]: headers as bytes,
+//! read data as ranges of the backing store that leave by `sendfile` (or by
+//! pread when a data digest needs the bytes, or the store cannot be sent).
+//!
+//! Not done yet: command latency histograms; an I/O thread pool (writes and
+//! flushes run on the worker, see `store.rs`).
+
+mod store;
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub use store::Store;
+
+use super::outq::{FilePath, OutQueue};
+use super::timers::Timers;
+use crate::iscsi::adapter::TargetAdapter;
+use crate::iscsi::backend::Payload;
+use crate::iscsi::chap::CHALLENGE_LEN;
+use crate::iscsi::config::IscsiConfig;
+use crate::iscsi::frame::{self, Digests, Frame, Pdu};
+use crate::iscsi::login::{Established, Login, SessionType, Step, TargetEntry, LOGIN_MAX_DATA};
+use crate::iscsi::negotiate::Limits;
+use crate::iscsi::scsi::lu::{LogicalUnit, LuConfig, NexusId};
+use crate::iscsi::scsi::Target;
+use crate::iscsi::session::{Session, Timers as SessionTimers};
+use crate::sys;
+
+pub const LISTENER_BASE: usize = 4 << 20;
+const CONN_BASE: usize = 5 << 20;
+const CONN_END: usize = 6 << 20;
+
+/// PDUs handled per connection per wakeup, so one busy initiator cannot
+/// starve the other sessions of this worker.
+const MAX_PDUS_PER_WAKEUP: usize = 64;
+/// Connections accepted per listener per wakeup.
+const MAX_ACCEPTS_PER_WAKEUP: usize = 32;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 256 << 10;
+/// Queued output past which a connection stops reading new commands until
+/// the initiator drains it (back-pressure, bounds memory per connection).
+const MAX_QUEUED: u64 = 64 << 20;
+
+/// Counters of one worker's iSCSI service.
+#[derive(Debug, Default)]
+pub struct IscsiStats {
+    pub connections: AtomicU64,
+    pub logins: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub commands: AtomicU64,
+    pub data_in_bytes: AtomicU64,
+    pub data_out_bytes: AtomicU64,
+    pub rejects: AtomicU64,
+    pub active: AtomicU64,
+}
+
+/// What every worker shares: targets, their stores, the settings.
+#[derive(Debug)]
+pub struct IscsiContext {
+    pub config: IscsiConfig,
+    limits: Limits,
+    timers: SessionTimers,
+    entries: Vec<TargetEntry>,
+    /// Per target, per LUN.
+    stores: Vec<Vec<Store>>,
+    /// Per target, the logical units as a fresh session sees them.
+    templates: Vec<Target>,
+}
+
+impl IscsiContext {
+    /// Opens every backing store; the first that fails is the error.
+    pub fn new(config: &IscsiConfig) -> io::Result<IscsiContext> {
+        let mut stores = Vec::new();
+        let mut templates = Vec::new();
+        for (t, target) in config.target.iter().enumerate() {
+            let mut luns = Vec::new();
+            let mut units = Vec::new();
+            for (l, lun) in target.luns.iter().enumerate() {
+                let store = Store::open(&lun.path, lun.read_only).map_err(|e| {
+                    io::Error::new(e.kind(), format!("iscsi.target[{t}].luns[{l}]: {e}"))
+                })?;
+                units.push(LogicalUnit::new(LuConfig {
+                    target_iqn: target.iqn.clone(),
+                    lun: l as u16,
+                    size_bytes: store.size,
+                    read_only: store.read_only,
+                    unmap: store.unmap,
+                }));
+                luns.push(store);
+            }
+            stores.push(luns);
+            templates.push(Target::new(units));
+        }
+        Ok(IscsiContext {
+            limits: config.limits(),
+            timers: config.timers(),
+            entries: config.targets(),
+            config: config.clone(),
+            stores,
+            templates,
+        })
+    }
+
+    fn store(&self, target: Option<usize>, lun: u16) -> Option<&Store> {
+        self.stores.get(target?)?.get(usize::from(lun))
+    }
+}
+
+/// Binds one listener of one worker.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    sys::set_reuse_port(&socket)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("iscsi.listen {addr}: {e}")))?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+enum Phase {
+    Login(Box<Login>),
+    Full {
+        session: Box<Session>,
+        adapter: TargetAdapter,
+        target: Option<usize>,
+    },
+    /// Answer queued; close once it is written.
+    Closing,
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    rx: Vec<u8>,
+    phase: Phase,
+    out: OutQueue,
+    timer: Option<Instant>,
+    /// The input stopped at a bound or for back-pressure: read again soon.
+    more: bool,
+}
+
+/// One worker's iSCSI service.
+pub struct IscsiService {
+    ctx: Arc<IscsiContext>,
+    stats: Arc<IscsiStats>,
+    worker: usize,
+    listeners: Vec<(TcpListener, SocketAddr)>,
+    conns: Slab<Conn>,
+    timers: Timers,
+    next_tsih: u16,
+    backlog: Vec<Token>,
+    expired: Vec<usize>,
+}
+
+impl IscsiService {
+    pub fn new(
+        ctx: Arc<IscsiContext>,
+        stats: Arc<IscsiStats>,
+        worker: usize,
+        listeners: Vec<TcpListener>,
+        registry: &Registry,
+    ) -> io::Result<IscsiService> {
+        let mut bound = Vec::new();
+        for (i, mut l) in listeners.into_iter().enumerate() {
+            registry.register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            let addr = l.local_addr()?;
+            bound.push((l, addr));
+        }
+        Ok(IscsiService {
+            ctx,
+            stats,
+            worker,
+            listeners: bound,
+            conns: Slab::new(),
+            timers: Timers::default(),
+            next_tsih: 0,
+            backlog: Vec::new(),
+            expired: Vec::new(),
+        })
+    }
+
+    pub fn owns(token: Token) -> bool {
+        (LISTENER_BASE..CONN_END).contains(&token.0)
+    }
+
+    pub fn active(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    pub fn stop_listening(&mut self, registry: &Registry) {
+        for (mut l, _) in self.listeners.drain(..) {
+            let _ = registry.deregister(&mut l);
+        }
+        self.backlog.retain(|t| t.0 >= CONN_BASE);
+    }
+
+    /// Closes every connection now.
+    pub fn close_all(&mut self, registry: &Registry) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, registry, "server stopping");
+        }
+    }
+
+    pub fn ready(&mut self, token: Token, registry: &Registry, now: Instant) {
+        if token.0 < CONN_BASE {
+            self.accept(token.0 - LISTENER_BASE, registry, now);
+        } else {
+            self.drive(token.0 - CONN_BASE, registry, now);
+        }
+    }
+
+    pub fn run_pending(&mut self, registry: &Registry, now: Instant) {
+        for token in std::mem::take(&mut self.backlog) {
+            self.ready(token, registry, now);
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.timers.expired(now, 1024, &mut expired);
+        for &key in &expired {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.timer = None;
+                match &mut c.phase {
+                    Phase::Login(login) if login.deadline() <= now => {
+                        debug!("iscsi: {}: login timed out", c.peer);
+                        self.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                        self.close(key, registry, "login timeout");
+                        continue;
+                    }
+                    Phase::Full { session, .. } => session.handle_timeout(now),
+                    _ => {}
+                }
+            }
+            self.drive(key, registry, now);
+        }
+        expired.clear();
+        self.expired = expired;
+    }
+
+    fn accept(&mut self, index: usize, registry: &Registry, now: Instant) {
+        for _ in 0..MAX_ACCEPTS_PER_WAKEUP {
+            let Some((listener, _)) = self.listeners.get(index) else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("iscsi: accept failed: {e}");
+                    return;
+                }
+            };
+            let tsih = self.tsih();
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if CONN_BASE + key >= CONN_END {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = registry.register(
+                &mut stream,
+                Token(CONN_BASE + key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("iscsi: {peer}: cannot register: {e}");
+                continue;
+            }
+            let login = Login::new(
+                self.ctx.limits.clone(),
+                tsih,
+                random_seed(),
+                now + self.ctx.config.login_timeout,
+            );
+            entry.insert(Conn {
+                stream,
+                peer,
+                rx: Vec::with_capacity(8192),
+                phase: Phase::Login(Box::new(login)),
+                out: OutQueue::default(),
+                timer: None,
+                more: true,
+            });
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            debug!("iscsi: {peer}: connected");
+            self.drive(key, registry, now);
+        }
+        self.backlog.push(Token(LISTENER_BASE + index));
+    }
+
+    /// A session handle unique among this process's sessions.
+    fn tsih(&mut self) -> u16 {
+        self.next_tsih = self.next_tsih.wrapping_add(1) & 0x03ff;
+        if self.next_tsih == 0 {
+            self.next_tsih = 1;
+        }
+        ((self.worker as u16 & 0x3f) << 10) | self.next_tsih
+    }
+
+    /// Reads, handles and writes what a connection can, then re-arms it.
+    fn drive(&mut self, key: usize, registry: &Registry, now: Instant) {
+        if let Err(reason) = self.drive_inner(key, now) {
+            return self.close(key, registry, &reason);
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let deadline = match &c.phase {
+            Phase::Login(login) => Some(login.deadline()),
+            Phase::Full { session, .. } => session.poll_timeout(),
+            Phase::Closing => None,
+        };
+        self.timers.reschedule(key, &mut c.timer, deadline);
+        let done = match &c.phase {
+            Phase::Closing => c.out.is_empty(),
+            Phase::Full { session, .. } => session.close_reason().is_some() && c.out.is_empty(),
+            Phase::Login(_) => false,
+        };
+        if done {
+            let reason = match &c.phase {
+                Phase::Full { session, .. } => format!("{:?}", session.close_reason()),
+                _ => "login refused".to_owned(),
+            };
+            return self.close(key, registry, &reason);
+        }
+        if c.more {
+            self.backlog.push(Token(CONN_BASE + key));
+        }
+    }
+
+    fn drive_inner(&mut self, key: usize, now: Instant) -> Result<(), String> {
+        let ctx = self.ctx.clone();
+        let stats = self.stats.clone();
+        let Some(c) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        c.more = false;
+        // Write first: a full queue is back-pressure on the initiator.
+        flush(c, &ctx)?;
+        if c.out.pending() > MAX_QUEUED {
+            return Ok(());
+        }
+        let eof = fill(c)?;
+        let mut handled = 0;
+        loop {
+            if handled == MAX_PDUS_PER_WAKEUP || c.out.pending() > MAX_QUEUED {
+                c.more = true;
+                break;
+            }
+            let (digests, max_data) = match &c.phase {
+                Phase::Login(_) => (Digests::default(), LOGIN_MAX_DATA),
+                Phase::Full { session, .. } => (session.digests(), session.max_recv_data()),
+                Phase::Closing => break,
+            };
+            match frame::frame(&c.rx, digests, max_data) {
+                Ok(Frame::Incomplete { .. }) => break,
+                Ok(Frame::Complete(_)) | Err(_) => {}
+            }
+            handled += 1;
+            let consumed = handle_one(c, &ctx, &stats, digests, max_data, now);
+            if consumed == 0 {
+                break;
+            }
+            c.rx.drain(..consumed.min(c.rx.len()));
+        }
+        run_io(c, &ctx);
+        queue_output(c, &ctx)?;
+        flush(c, &ctx)?;
+        if eof && c.out.is_empty() {
+            return Err("closed by the initiator".into());
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, key: usize, registry: &Registry, reason: &str) {
+        let Some(mut c) = self.conns.try_remove(key) else {
+            return;
+        };
+        self.timers.reschedule(key, &mut c.timer, None);
+        let _ = registry.deregister(&mut c.stream);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Phase::Full { session, .. } = &c.phase {
+            let s = session.stats();
+            self.stats.commands.fetch_add(s.commands, Ordering::Relaxed);
+            self.stats
+                .data_in_bytes
+                .fetch_add(s.data_in_bytes, Ordering::Relaxed);
+            self.stats
+                .data_out_bytes
+                .fetch_add(s.data_out_bytes, Ordering::Relaxed);
+            self.stats.rejects.fetch_add(s.rejects, Ordering::Relaxed);
+            info!(
+                "iscsi: {}: {} logged out or disconnected ({reason})",
+                c.peer,
+                session.established().initiator_name
+            );
+        } else {
+            debug!("iscsi: {}: closed ({reason})", c.peer);
+        }
+    }
+}
+
+fn random_seed() -> [u8; CHALLENGE_LEN + 1] {
+    let mut seed = [0u8; CHALLENGE_LEN + 1];
+    if let Err(e) = sys::random(&mut seed) {
+        // Without randomness CHAP challenges would repeat: make that loud.
+        warn!("iscsi: no random bytes for CHAP challenges: {e}");
+    }
+    seed
+}
+
+/// Reads what is available, up to one chunk; true at end of stream.
+fn fill(c: &mut Conn) -> Result<bool, String> {
+    let start = c.rx.len();
+    c.rx.resize(start + READ_CHUNK, 0);
+    let r = c.stream.read(&mut c.rx[start..]);
+    match r {
+        Ok(0) => {
+            c.rx.truncate(start);
+            Ok(true)
+        }
+        Ok(n) => {
+            c.rx.truncate(start + n);
+            // There may be more behind this chunk.
+            c.more = n == READ_CHUNK;
+            Ok(false)
+        }
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
+        {
+            c.rx.truncate(start);
+            Ok(false)
+        }
+        Err(e) => {
+            c.rx.truncate(start);
+            Err(format!("read failed: {e}"))
+        }
+    }
+}
+
+/// Handles the PDU at the start of `c.rx`; returns the bytes it used, or 0
+/// when the connection must stop reading (closing).
+fn handle_one(
+    c: &mut Conn,
+    ctx: &IscsiContext,
+    stats: &IscsiStats,
+    digests: Digests,
+    max_data: u32,
+    now: Instant,
+) -> usize {
+    let parsed = Pdu::parse(&c.rx, digests, max_data);
+    match std::mem::replace(&mut c.phase, Phase::Closing) {
+        Phase::Login(login) => {
+            let (pdu, len) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!("iscsi: {}: unusable PDU during login: {e:?}", c.peer);
+                    stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                    return 0;
+                }
+            };
+            match login.handle(&pdu, &ctx.entries) {
+                Step::Continue(login, resp) => {
+                    c.out.push_bytes(resp.encode());
+                    c.phase = Phase::Login(login);
+                }
+                Step::FullFeature(est, resp) => {
+                    c.out.push_bytes(resp.encode());
+                    stats.logins.fetch_add(1, Ordering::Relaxed);
+                    c.phase = full_feature(*est, c, ctx, now);
+                }
+                Step::Refused(resp, status) => {
+                    debug!("iscsi: {}: login refused: {status:?}", c.peer);
+                    stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                    c.out.push_bytes(resp.encode());
+                    return len;
+                }
+            }
+            len
+        }
+        Phase::Full {
+            mut session,
+            mut adapter,
+            target,
+        } => {
+            let used = match parsed {
+                Ok((pdu, len)) => {
+                    if let Some(w) = session.handle_pdu(&pdu, now, &mut adapter, &ctx.entries) {
+                        let result = match (ctx.store(target, w.lun), pdu.data.get(w.range.clone()))
+                        {
+                            (Some(store), Some(bytes)) => store.write(w.offset, bytes),
+                            _ => Err(io::ErrorKind::InvalidInput),
+                        };
+                        session.io_complete(w.id, result, &mut adapter);
+                    }
+                    len
+                }
+                Err(e) => {
+                    debug!("iscsi: {}: {e:?}", c.peer);
+                    let skip = match e {
+                        // The header is sound: skip this PDU and go on.
+                        crate::iscsi::frame::PduError::DataDigest { .. } => {
+                            match frame::frame(&c.rx, digests, max_data) {
+                                Ok(Frame::Complete(layout)) => layout.total(),
+                                _ => 0,
+                            }
+                        }
+                        _ => 0,
+                    };
+                    session.handle_error(e);
+                    skip
+                }
+            };
+            c.phase = Phase::Full {
+                session,
+                adapter,
+                target,
+            };
+            used
+        }
+        Phase::Closing => 0,
+    }
+}
+
+fn full_feature(est: Established, c: &Conn, ctx: &IscsiContext, now: Instant) -> Phase {
+    let target = match est.session_type {
+        SessionType::Normal => est.target,
+        SessionType::Discovery => None,
+    };
+    let scsi = target
+        .and_then(|t| ctx.templates.get(t).cloned())
+        .unwrap_or_else(|| Target::new(Vec::new()));
+    // The nexus: the initiator's ISID and name, with our TSIH.
+    let mut h: u64 = u64::from(est.tsih);
+    for b in est.isid.iter().chain(est.initiator_name.as_bytes()) {
+        h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(*b));
+    }
+    let local = c.stream.local_addr().ok();
+    let portals = ctx
+        .config
+        .listen
+        .iter()
+        .map(|a| match local {
+            Some(l) if a.ip().is_unspecified() => SocketAddr::new(l.ip(), a.port()),
+            _ => *a,
+        })
+        .collect();
+    info!(
+        "iscsi: {}: {} logged in ({:?}{})",
+        c.peer,
+        est.initiator_name,
+        est.session_type,
+        target
+            .and_then(|t| ctx.entries.get(t))
+            .map(|e| format!(", {}", e.iqn))
+            .unwrap_or_default()
+    );
+    let session = Session::new(est, &ctx.limits, ctx.timers, portals, now);
+    Phase::Full {
+        session: Box::new(session),
+        adapter: TargetAdapter::new(scsi, NexusId(h)),
+        target,
+    }
+}
+
+/// Runs the I/O the session asked for (flush, unmap, ...).
+fn run_io(c: &mut Conn, ctx: &IscsiContext) {
+    let Phase::Full {
+        session,
+        adapter,
+        target,
+    } = &mut c.phase
+    else {
+        return;
+    };
+    while let Some((id, req)) = session.poll_io() {
+        let lun = match &req {
+            crate::iscsi::backend::IoRequest::Flush { lun }
+            | crate::iscsi::backend::IoRequest::Unmap { lun, .. }
+            | crate::iscsi::backend::IoRequest::WriteSame { lun, .. }
+            | crate::iscsi::backend::IoRequest::Compare { lun, .. }
+            | crate::iscsi::backend::IoRequest::Write { lun, .. } => *lun,
+        };
+        let result = match ctx.store(*target, lun) {
+            Some(store) => store.run(&req),
+            None => Err(io::ErrorKind::NotFound),
+        };
+        session.io_complete(id, result, adapter);
+    }
+}
+
+/// Moves what the session wants to send into the output queue.
+fn queue_output(c: &mut Conn, ctx: &IscsiContext) -> Result<(), String> {
+    let Phase::Full {
+        session, target, ..
+    } = &mut c.phase
+    else {
+        return Ok(());
+    };
+    while let Some(tx) = session.poll_transmit() {
+        let pad = tx.pad_len();
+        match &tx.data {
+            Payload::None => c.out.push_bytes(tx.header.as_slice().to_vec()),
+            Payload::Inline(bytes) => {
+                let mut buf =
+                    Vec::with_capacity(tx.header.as_slice().len() + bytes.len() + pad + 4);
+                buf.extend_from_slice(tx.header.as_slice());
+                buf.extend_from_slice(bytes);
+                buf.resize(buf.len() + pad, 0);
+                if tx.data_digest {
+                    buf.extend_from_slice(&frame::data_digest([&bytes[..]]));
+                }
+                c.out.push_bytes(buf);
+            }
+            Payload::Store { lun, offset, len } => {
+                let Some(store) = ctx.store(*target, *lun) else {
+                    return Err(format!("data for missing LUN {lun}"));
+                };
+                c.out.push_bytes(tx.header.as_slice().to_vec());
+                if tx.data_digest || !store.sendfile {
+                    // The digest needs the bytes: read them once here.
+                    let mut data = vec![0u8; *len as usize + pad];
+                    let got = sys::pread_full(&store.file, &mut data[..*len as usize], *offset)
+                        .map_err(|e| format!("read of LUN {lun} failed: {e}"))?;
+                    if got < *len as usize {
+                        return Err(format!("LUN {lun} shrank under a read"));
+                    }
+                    if tx.data_digest {
+                        let digest = frame::data_digest([&data[..*len as usize]]);
+                        data.extend_from_slice(&digest);
+                    }
+                    c.out.push_bytes(data);
+                } else {
+                    c.out
+                        .push_file(store.file.clone(), *offset, u64::from(*len));
+                    if pad > 0 {
+                        c.out.push_bytes(vec![0; pad]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flush(c: &mut Conn, _ctx: &IscsiContext) -> Result<(), String> {
+    let fd = c.stream.as_raw_fd();
+    c.out
+        .flush(fd, FilePath::Sendfile)
+        .map(|_| ())
+        .map_err(|e| format!("write failed: {e}"))
+}
