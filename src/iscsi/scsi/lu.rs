@@ -377,7 +377,7 @@ impl LogicalUnit {
             Cdb::ReadCapacity10 => Ok(self.read_capacity10()),
             Cdb::ReadCapacity16 { alloc_len } => Ok(self.read_capacity16(alloc_len)),
             Cdb::Read(rw) => self.read(&rw),
-            Cdb::Write(rw) => self.write(&rw),
+            Cdb::Write(rw) | Cdb::WriteAndVerify(rw) => self.write(&rw),
             Cdb::Verify(v) => self.verify(&v),
             Cdb::WriteSame(ws) => self.write_same(&ws),
             Cdb::Unmap { param_len } => self.unmap(param_len),
