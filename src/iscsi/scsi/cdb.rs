@@ -1,9 +1,10 @@
 //! Command descriptor blocks: decoding the CDBs dls answers into [`Cdb`].
 //!
 //! Implements the CDB layouts of SPC-4 §6 (INQUIRY, MODE SENSE/SELECT,
-//! REQUEST SENSE, REPORT LUNS, TEST UNIT READY) and SBC-3 §5 (READ, WRITE,
-//! VERIFY, WRITE AND VERIFY, WRITE SAME, UNMAP, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY,
-//! START STOP UNIT), and the CONTROL byte rules of SAM-5 §5.2.
+//! REQUEST SENSE, REPORT LUNS, REPORT SUPPORTED OPERATION CODES, TEST UNIT
+//! READY) and SBC-3 §5 (READ, WRITE, VERIFY, WRITE AND VERIFY, WRITE SAME,
+//! UNMAP, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY, START STOP UNIT), and
+//! the CONTROL byte rules of SAM-5 §5.2.
 //!
 //! [`Cdb::parse`] is safe on any bytes: each opcode's length is checked once
 //! by borrowing a fixed-size array, after which every field access is a
@@ -15,8 +16,8 @@
 //!
 //! Not decoded yet, so answered INVALID COMMAND OPERATION CODE:
 //! PERSISTENT RESERVE IN/OUT, GET LBA STATUS, REPORT TARGET PORT GROUPS,
-//! COMPARE AND WRITE, ORWRITE, XDWRITEREAD, PREVENT ALLOW
-//! MEDIUM REMOVAL and the 32-byte variable-length CDBs.
+//! COMPARE AND WRITE, ORWRITE, XDWRITEREAD, PREVENT ALLOW MEDIUM REMOVAL,
+//! RESERVE/RELEASE, EXTENDED COPY and the 32-byte variable-length CDBs.
 
 use super::opcodes;
 use super::sense::Sense;
