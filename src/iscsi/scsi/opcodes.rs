@@ -220,6 +220,23 @@ mod tests {
     }
 
     #[test]
+    fn every_reported_command_is_executed() {
+        let mut lu = lu(true);
+        for c in COMMANDS {
+            let mut cdb = vec![0u8; c.usage.len()];
+            cdb[0] = c.opcode;
+            cdb[1] = c.sa.unwrap_or(0);
+            let o = lu.execute(NexusId(1), &cdb);
+            assert_ne!(
+                o,
+                Outcome::Check(Sense::invalid_opcode()),
+                "{:#x}",
+                c.opcode
+            );
+        }
+    }
+
+    #[test]
     fn all_commands() {
         let d = data(lu(true).execute(NexusId(1), &rsoc(false, 0, 0, 0)));
         let len = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize;
