@@ -406,8 +406,9 @@ impl LogicalUnit {
     }
 
     /// Completes a command whose [`AfterDataOut::Parameters`] have arrived.
-    /// `data` is the Data-Out received; only the first `len` bytes announced
-    /// by the outcome are looked at.
+    /// `data` is the parameter list as received: normally the `len` bytes
+    /// the outcome asked for; a shorter one is the initiator's error and is
+    /// answered with sense, never a panic.
     pub fn handle_parameters(
         &mut self,
         nexus: NexusId,
