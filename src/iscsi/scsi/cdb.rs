@@ -1,9 +1,10 @@
 //! Command descriptor blocks: decoding the CDBs dls answers into [`Cdb`].
 //!
 //! Implements the CDB layouts of SPC-4 §6 (INQUIRY, MODE SENSE/SELECT,
-//! REQUEST SENSE, REPORT LUNS, TEST UNIT READY) and SBC-3 §5 (READ, WRITE,
-//! VERIFY, WRITE SAME, UNMAP, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY,
-//! START STOP UNIT), and the CONTROL byte rules of SAM-5 §5.2.
+//! REQUEST SENSE, REPORT LUNS, REPORT SUPPORTED OPERATION CODES, TEST UNIT
+//! READY) and SBC-3 §5 (READ, WRITE, VERIFY, WRITE AND VERIFY, WRITE SAME,
+//! UNMAP, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY, START STOP UNIT), and
+//! the CONTROL byte rules of SAM-5 §5.2.
 //!
 //! [`Cdb::parse`] is safe on any bytes: each opcode's length is checked once
 //! by borrowing a fixed-size array, after which every field access is a
@@ -15,8 +16,8 @@
 //!
 //! Not decoded yet, so answered INVALID COMMAND OPERATION CODE:
 //! PERSISTENT RESERVE IN/OUT, GET LBA STATUS, REPORT TARGET PORT GROUPS,
-//! COMPARE AND WRITE, WRITE AND VERIFY, ORWRITE, XDWRITEREAD, PREVENT ALLOW
-//! MEDIUM REMOVAL and the 32-byte variable-length CDBs.
+//! COMPARE AND WRITE, ORWRITE, XDWRITEREAD, PREVENT ALLOW MEDIUM REMOVAL,
+//! RESERVE/RELEASE, EXTENDED COPY and the 32-byte variable-length CDBs.
 
 use super::opcodes;
 use super::sense::Sense;
@@ -34,6 +35,7 @@ pub mod opcode {
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2a;
+    pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
     pub const VERIFY_10: u8 = 0x2f;
     pub const PRE_FETCH_10: u8 = 0x34;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
@@ -43,6 +45,7 @@ pub mod opcode {
     pub const MODE_SENSE_10: u8 = 0x5a;
     pub const READ_16: u8 = 0x88;
     pub const WRITE_16: u8 = 0x8a;
+    pub const WRITE_AND_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
@@ -52,6 +55,7 @@ pub mod opcode {
     pub const MAINTENANCE_IN: u8 = 0xa3;
     pub const READ_12: u8 = 0xa8;
     pub const WRITE_12: u8 = 0xaa;
+    pub const WRITE_AND_VERIFY_12: u8 = 0xae;
     pub const VERIFY_12: u8 = 0xaf;
 
     /// SERVICE ACTION IN(16) service action for READ CAPACITY(16).
@@ -184,6 +188,9 @@ pub enum Cdb {
     },
     Read(Rw),
     Write(Rw),
+    /// WRITE AND VERIFY (SBC-3 §5.35-5.37); `fua` is always set, as the
+    /// verification is of what reached the medium.
+    WriteAndVerify(Rw),
     Verify(Verify),
     WriteSame(WriteSame),
     Unmap {
@@ -378,6 +385,21 @@ impl Cdb {
                     Cdb::Write(rw)
                 })
             }
+            WRITE_AND_VERIFY_10 => {
+                let c = take::<10>(cdb)?;
+                check_control(c[9], 9)?;
+                write_and_verify(c[1], lba10(c), u32::from(be16(c[7], c[8])))
+            }
+            WRITE_AND_VERIFY_12 => {
+                let c = take::<12>(cdb)?;
+                check_control(c[11], 11)?;
+                write_and_verify(c[1], lba10(c), be32([c[6], c[7], c[8], c[9]]))
+            }
+            WRITE_AND_VERIFY_16 => {
+                let c = take::<16>(cdb)?;
+                check_control(c[15], 15)?;
+                write_and_verify(c[1], lba16(c), len16(c))
+            }
             VERIFY_10 => {
                 let c = take::<10>(cdb)?;
                 check_control(c[9], 9)?;
@@ -487,7 +509,9 @@ impl Cdb {
             | Cdb::Read(_)
             | Cdb::ReportLuns { .. }
             | Cdb::ReportSupportedOperationCodes(_) => Direction::In,
-            Cdb::Write(_) | Cdb::ModeSelect(_) | Cdb::Unmap { .. } => Direction::Out,
+            Cdb::Write(_) | Cdb::WriteAndVerify(_) | Cdb::ModeSelect(_) | Cdb::Unmap { .. } => {
+                Direction::Out
+            }
             Cdb::WriteSame(ws) if !ws.ndob => Direction::Out,
             Cdb::Verify(v) if v.bytchk != ByteCheck::None => Direction::Out,
             _ => Direction::None,
@@ -504,6 +528,24 @@ fn rw_flags(byte1: u8, lba: u64, blocks: u32) -> Result<Rw, Sense> {
         dpo: byte1 & 0x10 != 0,
         fua: byte1 & 0x08 != 0,
     })
+}
+
+/// WRITE AND VERIFY: WRPROTECT, DPO, BYTCHK (bit 1). Either BYTCHK value
+/// is served by a durable write: comparing the Data-Out with what was just
+/// written cannot fail, and there is no medium to check beyond that.
+fn write_and_verify(byte1: u8, lba: u64, blocks: u32) -> Result<Cdb, Sense> {
+    check_protect(byte1)?;
+    // Bit 2 is the upper half of SBC-4's two-bit BYTCHK; 10b and 11b are not
+    // offered.
+    if byte1 & 0x04 != 0 {
+        return Err(Sense::invalid_field_in_cdb(1, Some(2)));
+    }
+    Ok(Cdb::WriteAndVerify(Rw {
+        lba,
+        blocks,
+        fua: true,
+        dpo: byte1 & 0x10 != 0,
+    }))
 }
 
 fn parse_verify(byte1: u8, lba: u64, blocks: u32) -> Result<Cdb, Sense> {
@@ -780,6 +822,33 @@ mod tests {
         v16[13] = 4;
         assert_eq!(parse(&v16), want(ByteCheck::None));
         assert_eq!(parse(&v16).unwrap().direction(), Direction::None);
+    }
+
+    #[test]
+    fn write_and_verify() {
+        let w = |lba, blocks, dpo| {
+            Ok(Cdb::WriteAndVerify(Rw {
+                lba,
+                blocks,
+                fua: true,
+                dpo,
+            }))
+        };
+        assert_eq!(parse(&[0x2e, 0x12, 0, 0, 0, 3, 0, 0, 2, 0]), w(3, 2, true));
+        assert_eq!(
+            parse(&[0xae, 0x02, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0]),
+            w(3, 2, false)
+        );
+        let mut c16 = [0u8; 16];
+        c16[0] = 0x8e;
+        c16[9] = 3;
+        c16[13] = 2;
+        assert_eq!(parse(&c16), w(3, 2, false));
+        assert_eq!(parse(&c16).unwrap().direction(), Direction::Out);
+        c16[1] = 0x04;
+        assert_eq!(parse(&c16), Err(Sense::invalid_field_in_cdb(1, Some(2))));
+        c16[1] = 0x40;
+        assert_eq!(parse(&c16), Err(Sense::invalid_field_in_cdb(1, Some(7))));
     }
 
     #[test]

@@ -377,7 +377,7 @@ impl LogicalUnit {
             Cdb::ReadCapacity10 => Ok(self.read_capacity10()),
             Cdb::ReadCapacity16 { alloc_len } => Ok(self.read_capacity16(alloc_len)),
             Cdb::Read(rw) => self.read(&rw),
-            Cdb::Write(rw) => self.write(&rw),
+            Cdb::Write(rw) | Cdb::WriteAndVerify(rw) => self.write(&rw),
             Cdb::Verify(v) => self.verify(&v),
             Cdb::WriteSame(ws) => self.write_same(&ws),
             Cdb::Unmap { param_len } => self.unmap(param_len),
@@ -406,8 +406,9 @@ impl LogicalUnit {
     }
 
     /// Completes a command whose [`AfterDataOut::Parameters`] have arrived.
-    /// `data` is the Data-Out received; only the first `len` bytes announced
-    /// by the outcome are looked at.
+    /// `data` is the parameter list as received: normally the `len` bytes
+    /// the outcome asked for; a shorter one is the initiator's error and is
+    /// answered with sense, never a panic.
     pub fn handle_parameters(
         &mut self,
         nexus: NexusId,

@@ -42,6 +42,7 @@ const COMMANDS: &[Command] = &[
     cmd(READ_CAPACITY_10, None, &[0x25, 0, FF, FF, FF, FF, 0, 0, 0x01, 0]),
     cmd(READ_10, None, &[0x28, 0x18, FF, FF, FF, FF, 0, FF, FF, 0]),
     cmd(WRITE_10, None, &[0x2a, 0x18, FF, FF, FF, FF, 0, FF, FF, 0]),
+    cmd(WRITE_AND_VERIFY_10, None, &[0x2e, 0x12, FF, FF, FF, FF, 0, FF, FF, 0]),
     cmd(VERIFY_10, None, &[0x2f, 0x16, FF, FF, FF, FF, 0, FF, FF, 0]),
     cmd(PRE_FETCH_10, None, &[0x34, 0x02, FF, FF, FF, FF, 0, FF, FF, 0]),
     cmd(SYNCHRONIZE_CACHE_10, None, &[0x35, 0x02, FF, FF, FF, FF, 0, FF, FF, 0]),
@@ -51,6 +52,7 @@ const COMMANDS: &[Command] = &[
     cmd(MODE_SENSE_10, None, &[0x5a, 0x18, FF, FF, 0, 0, 0, FF, FF, 0]),
     cmd(READ_16, None, &[0x88, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(WRITE_16, None, &[0x8a, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(WRITE_AND_VERIFY_16, None, &[0x8e, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(VERIFY_16, None, &[0x8f, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(PRE_FETCH_16, None, &[0x90, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(SYNCHRONIZE_CACHE_16, None, &[0x91, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
@@ -60,6 +62,7 @@ const COMMANDS: &[Command] = &[
     cmd(MAINTENANCE_IN, Some(SA_REPORT_SUPPORTED_OPERATION_CODES), &[0xa3, 0x0c, 0x87, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(READ_12, None, &[0xa8, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(WRITE_12, None, &[0xaa, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(WRITE_AND_VERIFY_12, None, &[0xae, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
     cmd(VERIFY_12, None, &[0xaf, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
 ];
 
@@ -213,6 +216,23 @@ mod tests {
                     assert!(!matches!(parsed, Ok(Cdb::Unknown(_))));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_reported_command_is_executed() {
+        let mut lu = lu(true);
+        for c in COMMANDS {
+            let mut cdb = vec![0u8; c.usage.len()];
+            cdb[0] = c.opcode;
+            cdb[1] = c.sa.unwrap_or(0);
+            let o = lu.execute(NexusId(1), &cdb);
+            assert_ne!(
+                o,
+                Outcome::Check(Sense::invalid_opcode()),
+                "{:#x}",
+                c.opcode
+            );
         }
     }
 

@@ -324,6 +324,55 @@ mod tests {
         assert_eq!(s.triple(), (6, 0x3f, 0x0e));
     }
 
+    /// What a freshly logged-in initiator sends, in the order Linux's sd and
+    /// libiscsi's tools do: each answer as the session layer would see it.
+    #[test]
+    fn initiator_probe_sequence() {
+        let mut t = target(2);
+        let lun0 = encode_lun(0);
+        let data = |o: Outcome| match o {
+            Outcome::Data(d) => d,
+            other => panic!("expected data, got {other:?}"),
+        };
+        // REPORT LUNS and INQUIRY pass the pending unit attention by.
+        assert_eq!(data(t.execute(N, lun0, &report_luns_cdb(256))).len(), 24);
+        assert_eq!(data(t.execute(N, lun0, &[0x12, 0, 0, 0, 36, 0])).len(), 36);
+        // TEST UNIT READY meets it once, then the unit is ready.
+        let Outcome::Check(ua) = t.execute(N, lun0, &[0; 6]) else {
+            panic!()
+        };
+        assert_eq!(ua.triple(), (6, 0x29, 0x00));
+        assert_eq!(t.execute(N, lun0, &[0; 6]), Outcome::Good);
+        // Capacity, VPD pages, caching page, supported opcodes.
+        let rc16 = [0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0];
+        assert_eq!(
+            &data(t.execute(N, lun0, &rc16))[..12],
+            &[0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 2, 0]
+        );
+        for page in [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2] {
+            let d = data(t.execute(N, lun0, &[0x12, 1, page, 0, 0xff, 0]));
+            assert_eq!(d[1], page);
+        }
+        let d = data(t.execute(N, lun0, &[0x1a, 0x08, 0x08, 0, 0xff, 0]));
+        assert_eq!(d[4 + 2] & 0x04, 0x04, "WCE");
+        let rsoc = [0xa3, 0x0c, 0x01, 0x93, 0, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(data(t.execute(N, lun0, &rsoc))[1], 0x03);
+        // The first sector, by reference.
+        let read = t.execute(N, lun0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]);
+        assert_eq!(
+            read,
+            Outcome::Read(crate::iscsi::scsi::lu::Extent {
+                offset: 0,
+                len: 4096
+            })
+        );
+        // LUN 1 has its own unit attention.
+        assert!(matches!(
+            t.execute(N, encode_lun(1), &[0; 6]),
+            Outcome::Check(_)
+        ));
+    }
+
     #[test]
     fn reset_and_nexus_lost() {
         let mut t = target(1);

@@ -253,6 +253,20 @@ fn write_variants() {
 }
 
 #[test]
+fn write_and_verify_is_a_durable_write() {
+    let mut lu = mib();
+    let o = lu.execute(N, &cdb10(0x2e, 0x02, 10, 2));
+    let then = AfterDataOut::Write {
+        offset: 5120,
+        fua: true,
+    };
+    assert_eq!(o, Outcome::DataOut { len: 1024, then });
+    assert_eq!(check(lu.execute(N, &cdb16(0x8e, 0, 2047, 2))), OOB);
+    let mut ro = unit(1 << 20, true, false);
+    assert_eq!(check(ro.execute(N, &cdb10(0x2e, 0, 0, 1))), WRITE_PROTECTED);
+}
+
+#[test]
 fn verify_variants() {
     let mut lu = mib();
     assert_eq!(lu.execute(N, &cdb10(0x2f, 0x10, 0, 8)), Outcome::Good);
@@ -497,7 +511,7 @@ fn test_unit_ready_start_stop_unknown() {
         check(lu.execute(N, &[0x1b, 0, 0, 0, 0x02, 0])),
         INVALID_FIELD
     );
-    for op in [0x5e, 0x5f, 0xa3, 0x89, 0x2e, 0x8e, 0x7f, 0xc0] {
+    for op in [0x5e, 0x5f, 0xa3, 0x89, 0x8b, 0x9d, 0x7f, 0xc0] {
         assert_eq!(
             check(lu.execute(N, &[op; 16])),
             (5, 0x20, 0),
