@@ -180,7 +180,7 @@ fn build(mut file: File, len: u64, flavor: Flavor) -> io::Result<Image> {
     }
 }
 
-/// Converts to netascii: every LF becomes CR LF and every bare CR becomes
+/// Converts to netascii: every LF becomes CR LF and every other CR becomes
 /// CR NUL (RFC 764 as referenced by RFC 1350), so the receiver can undo it.
 pub fn to_netascii(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 16);

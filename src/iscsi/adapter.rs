@@ -139,7 +139,10 @@ impl ScsiTarget for TargetAdapter {
     fn execute(&mut self, cmd: &Command<'_>) -> Outcome {
         // A reused tag starts afresh (the old task is gone).
         self.pending.remove(&cmd.tag);
-        let outcome = self.target.execute(self.nexus, Self::lun(cmd), cmd.cdb);
+        let outcome = self
+            .target
+            .execute(self.nexus, Self::lun(cmd), cmd.cdb)
+            .with_edtl(u64::from(cmd.expected_len));
         self.map(cmd, outcome)
     }
 

@@ -16,6 +16,10 @@ pub const DEFAULT_BLKSIZE: u16 = 512;
 /// RFC 2348's range.
 pub const MIN_BLKSIZE: u16 = 8;
 pub const MAX_BLKSIZE: u16 = 65464;
+/// Largest window granted whatever the limits say: the transfer maps a
+/// 16-bit ACK to one block of the window, which needs the window (plus the
+/// last acknowledged block) to stay far below 65536 blocks.
+pub const MAX_WINDOWSIZE: u64 = 1024;
 
 /// Server-side limits that bound what a client may negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +122,7 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
                 let Some(v) = number.filter(|v| (1..=65535).contains(v)) else {
                     continue;
                 };
-                n.windowsize = v.min(u64::from(limits.max_windowsize)) as u16;
+                n.windowsize = v.min(u64::from(limits.max_windowsize)).min(MAX_WINDOWSIZE) as u16;
                 n.oack.push((key, n.windowsize.to_string()));
             }
             _ => {}

@@ -201,6 +201,20 @@ impl Session {
             }
             return None;
         };
+        if let Err(reason) = inbound.check_data_sn(d.ttt, d.data_sn) {
+            // The data of a broken sequence is not taken (RFC 7143
+            // §11.7.5): the PDU is rejected and the command never completes
+            // with it, so the initiator's timeout and ABORT TASK end it, as
+            // libiscsi's iSCSIDataSnInvalid expects. Closing the connection
+            // instead would let an initiator that reconnects replay the
+            // command with fresh numbering and succeed silently.
+            debug!(
+                "iscsi: {} Data-Out with DataSN {} out of sequence",
+                self.est.initiator_name, d.data_sn
+            );
+            self.reject(reason, bhs);
+            return None;
+        }
         match inbound.accept(d.buffer_offset, data, d.ttt, d.final_bit, expected) {
             Ok(piece) => {
                 self.stats.data_out_bytes += data.len() as u64;

@@ -66,6 +66,8 @@ pub(super) enum Sink {
 pub(super) struct R2tOut {
     pub ttt: u32,
     pub end: u32,
+    /// DataSN the next Data-Out of this R2T's sequence must carry.
+    pub data_sn: u32,
 }
 
 /// Data-Out collection for one write.
@@ -83,6 +85,9 @@ pub(super) struct Inbound {
     /// Offset the next R2T asks for.
     pub next_r2t: u32,
     pub r2ts: Vec<R2tOut>,
+    /// DataSN the next unsolicited Data-Out must carry (immediate data has
+    /// none, so the first Data-Out is 0 either way).
+    pub unsolicited_data_sn: u32,
     /// Store writes handed to the engine and not yet completed.
     pub writes_pending: u32,
     pub write_error: Option<std::io::ErrorKind>,
@@ -107,6 +112,7 @@ impl Inbound {
             unsolicited_limit,
             next_r2t: 0,
             r2ts: Vec::new(),
+            unsolicited_data_sn: 0,
             writes_pending: 0,
             write_error: None,
         }
@@ -126,6 +132,26 @@ impl Inbound {
             && self.received >= self.want
             && self.r2ts.is_empty()
             && self.writes_pending == 0
+    }
+
+    /// Checks and counts the DataSN of a Data-Out: each sequence (the
+    /// unsolicited one, and one per R2T) numbers its PDUs from 0 up
+    /// (RFC 7143 §11.7.5). A gap, a repeat or a reversal is a protocol
+    /// error; at ERL 0 the connection ends.
+    pub fn check_data_sn(&mut self, ttt: u32, data_sn: u32) -> Result<(), RejectReason> {
+        let next = if ttt == RESERVED_TAG {
+            &mut self.unsolicited_data_sn
+        } else {
+            match self.r2ts.iter_mut().find(|r| r.ttt == ttt) {
+                Some(r) => &mut r.data_sn,
+                None => return Err(RejectReason::InvalidPduField),
+            }
+        };
+        if data_sn != *next {
+            return Err(RejectReason::ProtocolError);
+        }
+        *next = next.wrapping_add(1);
+        Ok(())
     }
 
     /// Accepts `data` at `offset`; returns the part to write to the store.
@@ -206,6 +232,7 @@ impl Inbound {
         self.r2ts.push(R2tOut {
             ttt,
             end: offset + len,
+            data_sn: 0,
         });
         Some((offset, len))
     }

@@ -15,6 +15,7 @@ use crate::iscsi::negotiate::Params;
 use crate::iscsi::pdu::{
     DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, Snack, TaskMgmtRequest, TextRequest,
 };
+use std::collections::HashMap;
 
 const INITIATOR: &str = "iqn.2026-01.example:init";
 
@@ -350,14 +351,58 @@ fn bc_20_3_read_only_lun_discards_immediate_data() {
     assert_eq!(r.residual, 8192);
 }
 
+/// A Data-Out numbered like an initiator numbers them: DataSN counts from 0
+/// within each sequence (per TTT) of each task.
 fn data_out(itt: u32, ttt: u32, offset: u32, final_bit: bool) -> Header {
+    thread_local! {
+        static NEXT_SN: std::cell::RefCell<HashMap<(u32, u32), u32>> = Default::default();
+    }
+    let data_sn = NEXT_SN.with(|m| {
+        let mut m = m.borrow_mut();
+        let n = m.entry((itt, ttt)).or_insert(0);
+        *n += 1;
+        *n - 1
+    });
     Header::DataOut(DataOut {
         final_bit,
         itt,
         ttt,
         buffer_offset: offset,
+        data_sn,
         ..DataOut::default()
     })
+}
+
+#[test]
+fn data_sn_out_of_sequence_is_rejected_and_not_taken() {
+    let mut p = write_params();
+    p.initial_r2t = false;
+    let mut h = start(p);
+    h.itt += 1;
+    let itt = h.itt;
+    let c = ScsiCommand {
+        final_bit: false,
+        write: true,
+        itt,
+        expected_len: 1024,
+        cmd_sn: 1,
+        cdb: write10(0, 2, false),
+        ..ScsiCommand::default()
+    };
+    h.feed(Header::ScsiCommand(c), &[]);
+    let first = Header::DataOut(DataOut {
+        itt,
+        ttt: RESERVED_TAG,
+        buffer_offset: 0,
+        data_sn: 1,
+        ..DataOut::default()
+    });
+    h.feed(first, &[0; 512]);
+    let got = h.drain();
+    assert!(matches!(got[0].h, Header::Reject(_)), "{got:?}");
+    assert!(!got.iter().any(|g| matches!(g.h, Header::ScsiResponse(_))));
+    assert_eq!(h.s.tasks_in_flight(), 1, "the write waits for its data");
+    assert_eq!(h.s.close_reason(), None);
 }
 
 #[test]
