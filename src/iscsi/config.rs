@@ -105,7 +105,13 @@ pub struct LunConfig {
 #[serde(deny_unknown_fields)]
 pub struct ChapConfig {
     pub user: String,
+    /// Never printed: `dlsd check-config` shows it as `<redacted>`.
+    #[serde(serialize_with = "redact")]
     pub secret: String,
+}
+
+fn redact<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
 }
 
 impl std::fmt::Debug for ChapConfig {
