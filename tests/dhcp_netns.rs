@@ -575,3 +575,72 @@ fn proxy_beside_dnsmasq() {
         "{counters:?}"
     );
 }
+
+/// ISC dhclient, declaring and sending option 93 = 0 (BIOS).
+#[test]
+fn dhclient_gets_lease_and_boot_file() {
+    let Some(lab) = Lab::new("d", &["ip", "dhclient"], false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&lab, config(&lab, &dir.path().join("leases")));
+    let d = dir.path();
+    let (conf, script, env) = (
+        d.join("dhclient.conf"),
+        d.join("dhclient-script"),
+        d.join("env"),
+    );
+    fs::write(
+        &conf,
+        "option pxe-arch code 93 = unsigned integer 16;\nsend pxe-arch 0;\n\
+         send vendor-class-identifier \"PXEClient:Arch:00000:UNDI:002001\";\n\
+         request subnet-mask, routers, domain-name-servers;\n",
+    )
+    .unwrap();
+    let body = format!(
+        "#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}\nexit 0\n",
+        env.display()
+    );
+    fs::write(&script, body).unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let pidfile = d.join("dhclient.pid");
+    let out = Command::new("timeout")
+        .args([
+            "30", "ip", "netns", "exec", &lab.cli, "dhclient", "-4", "-v", "-1",
+        ])
+        .arg("-cf")
+        .arg(&conf)
+        .arg("-sf")
+        .arg(&script)
+        .arg("-lf")
+        .arg(d.join("dhclient.leases"))
+        .arg("-pf")
+        .arg(&pidfile)
+        .arg(&lab.cli_if)
+        .output()
+        .expect("run dhclient");
+    // dhclient stays behind as a daemon after BOUND, even with -1.
+    if let Ok(pid) = fs::read_to_string(&pidfile) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let env = fs::read_to_string(&env).unwrap_or_else(|_| panic!("dhclient not bound: {stderr}"));
+    let addr: Ipv4Addr = var(&env, "new_ip_address")
+        .expect("address")
+        .parse()
+        .unwrap();
+    assert_eq!(addr.octets()[..3], [10, 77, 0], "{env}");
+    assert_eq!(var(&env, "new_filename"), Some("undionly.kpxe"), "{env}");
+    assert_eq!(var(&env, "new_routers"), Some("10.77.0.1"), "{env}");
+    let counters = running.stop();
+    assert_eq!(counters.acks, 1, "{counters:?}");
+}
