@@ -17,7 +17,7 @@
 //! Implemented: RFC 2131 sections 3.1-3.2 and 4.3 (DISCOVER, REQUEST in the
 //! SELECTING, INIT-REBOOT, RENEWING and REBINDING states, DECLINE, RELEASE,
 //! INFORM, NAK), reply addressing of section 4.1, relay agents (RFC 1542,
-//! option 82 echoed per RFC 3046), PXE 2.1 proxyDHCP on 67 and the boot
+//! option 82 echoed per RFC 3046, option 61 per RFC 6842), PXE 2.1 proxyDHCP on 67 and the boot
 //! server leg on 4011.
 //!
 //! Not done: BOOTP clients (no option 53) are ignored; unicast to an
@@ -539,9 +539,15 @@ impl Server {
         file.is_some()
     }
 
-    /// Echoes option 82, encodes, and addresses the reply.
+    /// Echoes options 61 and 82, encodes, and addresses the reply.
     fn finish(&self, ctx: &Ctx<'_>, message_type: MessageType, mut reply: Reply) -> Outgoing {
         let req = ctx.req;
+        if let Some(id) = req.option(code::CLIENT_ID).filter(|v| v.len() <= 255) {
+            // RFC 6842: a client identifier is echoed in every reply.
+            reply
+                .options
+                .push(ReplyOption::Raw(code::CLIENT_ID, id.to_vec()));
+        }
         if let Some(agent) = req.option(code::RELAY_AGENT).filter(|v| v.len() <= 255) {
             // RFC 3046 section 2.2: echoed, last.
             reply

@@ -807,6 +807,25 @@ fn relay_agent_information_is_echoed() {
 }
 
 #[test]
+fn client_identifier_keys_the_lease_and_is_echoed() {
+    let mut s = server(Mode::Server);
+    let id = [0xff, 0, 0, 0, 1, 0, 1, 0x2a];
+    let p = pkt(MessageType::Discover).opt(code::CLIENT_ID, &id);
+    let offer = reply(&mut s, &p, &local(), 0);
+    assert_eq!(offer.opt(code::CLIENT_ID), Some(&id[..]));
+    let ip = offer.msg.yiaddr;
+    // Same identifier behind another NIC: same client, same address.
+    let req = pkt(MessageType::Request)
+        .mac(9)
+        .opt(code::CLIENT_ID, &id)
+        .server_id(SERVER)
+        .requested(ip);
+    let ack = reply(&mut s, &req, &local(), 1);
+    assert_eq!((mtype(&ack), ack.msg.yiaddr), (MessageType::Ack, ip));
+    assert_eq!(s.bindings().address_of(&ClientId(id.to_vec())), Some(ip));
+}
+
+#[test]
 fn ignored_inputs() {
     let mut s = server(Mode::Server);
     assert!(matches!(
