@@ -433,6 +433,18 @@ fn bc_14_d_proxy_silent_on_request_for_other_server() {
 }
 
 #[test]
+fn proxy_answers_uefi_http_boot() {
+    let mut s = server(Mode::Proxy);
+    let p = pkt(MessageType::Discover)
+        .opt(code::VENDOR_CLASS, b"HTTPClient:Arch:00016:UNDI:003001")
+        .opt(code::CLIENT_ARCH, &[0, 0x10]);
+    let r = reply(&mut s, &p, &local(), 0);
+    assert_eq!(r.file(), b"http://198.51.100.1/ipxe.efi");
+    assert_eq!(r.opt(code::VENDOR_CLASS), Some(&b"HTTPClient"[..]));
+    assert_eq!(r.msg.yiaddr, ZERO);
+}
+
+#[test]
 fn bc_14_e_proxy_silent_for_non_pxe() {
     let mut s = server(Mode::Proxy);
     let p = pkt(MessageType::Discover).opt(code::CLIENT_ARCH, &[0, 0]);
