@@ -26,8 +26,9 @@ use std::collections::BTreeMap;
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use hdrhistogram::Histogram;
 use log::{debug, info, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
@@ -49,7 +50,7 @@ pub const MAX_DATAGRAMS_PER_CALL: usize = 64;
 const RECV_BUF_LEN: usize = wire::MAX_LEN + 1;
 
 /// What the service did, for metrics (`dls_dhcp_*`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     pub received: u64,
     pub offers: u64,
@@ -60,6 +61,27 @@ pub struct Counters {
     /// Journal appends that failed (their replies were not sent).
     pub store_errors: u64,
     pub send_errors: u64,
+    /// Microseconds from receiving a request to handing its reply to the
+    /// kernel, journal fsync included (`dls_dhcp_reply_seconds`).
+    pub reply_time_us: Histogram<u64>,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            received: 0,
+            offers: 0,
+            acks: 0,
+            naks: 0,
+            ignored: BTreeMap::new(),
+            store_errors: 0,
+            send_errors: 0,
+            // Constant bounds within what hdrhistogram accepts (low >= 1,
+            // high >= 2 * low, sigfig <= 5): this cannot fail.
+            reply_time_us: Histogram::new_with_bounds(1, 100_000_000, 2)
+                .expect("valid histogram bounds"),
+        }
+    }
 }
 
 struct Listener {
@@ -156,6 +178,7 @@ impl Service {
             return Ok(());
         };
         let (len, source, local_addr) = receive(&listener.socket, &mut self.buf)?;
+        let started = Instant::now();
         self.counters.received += 1;
         let arrival = Arrival {
             local_addr,
@@ -173,7 +196,13 @@ impl Service {
         if let Err(e) = self.store.append(&decision.journal, unix_secs(now)) {
             // Nothing was promised yet: no reply, the client will retry.
             self.counters.store_errors += 1;
-            warn!("dhcp: lease store append failed, reply to {source} not sent: {e}");
+            // Rate-limited: a full disk fails every request.
+            if self.counters.store_errors.is_power_of_two() {
+                warn!(
+                    "dhcp: lease store append failed ({} times), reply to {source} not sent: {e}",
+                    self.counters.store_errors
+                );
+            }
             return Ok(());
         }
         let Some(reply) = decision.reply else {
@@ -191,7 +220,10 @@ impl Service {
         {
             self.counters.send_errors += 1;
             debug!("dhcp: send to {} failed: {e}", reply.destination);
+            return Ok(());
         }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.reply_time_us.saturating_record(micros.max(1));
         Ok(())
     }
 
