@@ -227,21 +227,31 @@ impl Service {
         Ok(())
     }
 
-    /// Applies a new validated configuration to the decision logic. Keys
-    /// that need new sockets or another store are not applied; they are
-    /// returned as (dotted key, reason) so the caller can log them.
-    pub fn reconfigure(&mut self, config: DhcpConfig) -> Result<(), (String, String)> {
+    /// Applies a new validated configuration to the decision logic (hosts,
+    /// boot rules, pool, options) for new requests. `interface`, `mode` and
+    /// `lease_store` need new sockets or another store: their old values
+    /// stay in force, and the first changed one is returned as (dotted key,
+    /// reason) for the caller's log.
+    pub fn reconfigure(&mut self, mut config: DhcpConfig) -> Result<(), (String, String)> {
         let old = self.server.config();
-        let needs_restart = [
-            ("dhcp.interface", old.interface != config.interface),
-            ("dhcp.mode", old.mode != config.mode),
-            ("dhcp.lease_store", old.lease_store != config.lease_store),
-        ];
-        if let Some((key, _)) = needs_restart.iter().find(|(_, changed)| *changed) {
-            return Err(((*key).to_owned(), "takes effect after a restart".to_owned()));
+        let mut kept = None;
+        if old.interface != config.interface {
+            config.interface = old.interface.clone();
+            kept = kept.or(Some("dhcp.interface"));
+        }
+        if old.mode != config.mode {
+            config.mode = old.mode;
+            kept = kept.or(Some("dhcp.mode"));
+        }
+        if old.lease_store != config.lease_store {
+            config.lease_store = old.lease_store.clone();
+            kept = kept.or(Some("dhcp.lease_store"));
         }
         self.server.reconfigure(config);
-        Ok(())
+        match kept {
+            Some(key) => Err((key.to_owned(), "takes effect after a restart".to_owned())),
+            None => Ok(()),
+        }
     }
 
     pub fn counters(&self) -> &Counters {
