@@ -645,3 +645,108 @@ fn dhclient_gets_lease_and_boot_file() {
     let counters = running.stop();
     assert_eq!(counters.acks, 1, "{counters:?}");
 }
+
+/// A DORA burst from many clients (distinct chaddr) over real sockets: every
+/// client gets an ACK, no address is ACKed twice, and the exchange rate is
+/// printed. `DLS_DHCP_LOAD_CLIENTS` scales it (default 400, pool of 1000).
+#[test]
+fn burst_of_clients_gets_distinct_addresses() {
+    let Some(lab) = Lab::new("l", &["ip"], false) else {
+        return;
+    };
+    let clients: u32 = std::env::var("DLS_DHCP_LOAD_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&lab, &dir.path().join("leases"));
+    cfg.subnet = Some("10.77.0.0/16".parse().unwrap());
+    cfg.range = Some([Ipv4Addr::new(10, 77, 1, 0), Ipv4Addr::new(10, 77, 4, 231)]);
+    let running = Running::start(&lab, cfg);
+    let client = PxeClient::new(&lab);
+    client
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+
+    let packet = |i: u32, msg_type: u8, extra: &[u8]| {
+        let mut b = vec![0u8; 240];
+        b[..4].copy_from_slice(&[1, 1, 6, 0]);
+        b[4..8].copy_from_slice(&i.to_be_bytes());
+        b[10] = 0x80;
+        b[28..34].copy_from_slice(&[0x02, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, 1]);
+        b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        b.extend_from_slice(&[53, 1, msg_type]);
+        b.extend_from_slice(extra);
+        b.push(255);
+        b
+    };
+    let start = std::time::Instant::now();
+    let mut acked: std::collections::HashMap<u32, Ipv4Addr> = Default::default();
+    let mut offered: std::collections::HashMap<u32, Ipv4Addr> = Default::default();
+    let mut buf = [0u8; 1500];
+    for _round in 0..50 {
+        if acked.len() as u32 == clients {
+            break;
+        }
+        // Window: DISCOVER for clients without an offer, REQUEST for those with one.
+        let pending: Vec<u32> = (0..clients).filter(|i| !acked.contains_key(i)).collect();
+        for i in pending {
+            let bytes = match offered.get(&i) {
+                None => packet(i, 1, &[]),
+                Some(ip) => {
+                    let mut o = vec![50, 4];
+                    o.extend_from_slice(&ip.octets());
+                    o.extend_from_slice(&[54, 4, 10, 77, 0, 1]);
+                    packet(i, 3, &o)
+                }
+            };
+            client
+                .socket
+                .send_to(&bytes, (Ipv4Addr::BROADCAST, 67))
+                .unwrap();
+            if i % 32 == 31 {
+                // Let the server drain before the socket buffers fill.
+                while let Ok((n, _)) = client.socket.recv_from(&mut buf) {
+                    note_reply(&buf[..n], &mut offered, &mut acked);
+                }
+            }
+        }
+        while let Ok((n, _)) = client.socket.recv_from(&mut buf) {
+            note_reply(&buf[..n], &mut offered, &mut acked);
+        }
+    }
+    let elapsed = start.elapsed();
+    let counters = running.stop();
+    assert_eq!(acked.len() as u32, clients, "{counters:?}");
+    let distinct: std::collections::HashSet<_> = acked.values().collect();
+    assert_eq!(distinct.len(), acked.len(), "an address was ACKed twice");
+    eprintln!(
+        "{clients} DORA exchanges in {elapsed:?} ({:.0}/s); reply p50 {} us, p99 {} us",
+        f64::from(clients) / elapsed.as_secs_f64(),
+        counters.reply_time_us.value_at_quantile(0.5),
+        counters.reply_time_us.value_at_quantile(0.99)
+    );
+}
+
+fn note_reply(
+    b: &[u8],
+    offered: &mut std::collections::HashMap<u32, Ipv4Addr>,
+    acked: &mut std::collections::HashMap<u32, Ipv4Addr>,
+) {
+    let mut b = b.to_vec();
+    if b.first() != Some(&2) {
+        return;
+    }
+    b[0] = 1;
+    let Ok(r) = Request::parse(&b) else { return };
+    match r.message_type {
+        Some(dhcproto::v4::MessageType::Offer) => {
+            offered.insert(r.xid, r.yiaddr);
+        }
+        Some(dhcproto::v4::MessageType::Ack) => {
+            acked.insert(r.xid, r.yiaddr);
+        }
+        _ => {}
+    }
+}
