@@ -113,7 +113,10 @@ pub struct Service {
 impl Service {
     /// Opens the lease store and binds the sockets for a validated `config`.
     pub fn open(config: DhcpConfig, now: SystemTime) -> io::Result<Service> {
-        let (store, replay) = Store::open(&config.lease_store, unix_secs(now))?;
+        let (store, replay) = Store::open(&config.lease_store, unix_secs(now)).map_err(|e| {
+            let path = config.lease_store.display();
+            io::Error::new(e.kind(), format!("dhcp.lease_store {path}: {e}"))
+        })?;
         let active = store.bindings().active(unix_secs(now)).count();
         info!(
             "dhcp: {} leases ({active} active) from {}{}",
@@ -131,7 +134,13 @@ impl Service {
         }
         let mut listeners = Vec::new();
         for port in ports {
-            let socket = UdpSocket::from_std(bind(&config.interface, port)?);
+            let socket = bind(&config.interface, port).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("dhcp.interface {}:{port}: {e}", config.interface),
+                )
+            })?;
+            let socket = UdpSocket::from_std(socket);
             info!(
                 "dhcp: listening on {}:{port} ({:?} mode)",
                 config.interface, config.mode
