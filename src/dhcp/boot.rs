@@ -44,6 +44,8 @@ pub enum Arch {
 pub struct Client {
     /// Vendor class (60) starts with `PXEClient`.
     pub pxe: bool,
+    /// Vendor class (60) starts with `HTTPClient` (UEFI HTTP boot).
+    pub http_class: bool,
     /// HTTP boot: vendor class `HTTPClient` or an HTTP arch type.
     pub http: bool,
     /// Already running iPXE.
@@ -77,6 +79,7 @@ impl Client {
             .is_some_and(|t| matches!(t, 15 | 16 | 19));
         Client {
             pxe: class.starts_with(b"PXEClient"),
+            http_class: class.starts_with(b"HTTPClient"),
             http: class.starts_with(b"HTTPClient") || http_arch,
             ipxe: req.option(code::IPXE).is_some()
                 || is_ipxe_user_class(req.option(code::USER_CLASS)),

@@ -12,10 +12,9 @@
 //! section 4.3.1 lets the server reserve it; an OFFER is a promise, not a
 //! grant, so a crash may forget it). The allocator prefers, in order: the
 //! client's reservation, its current or previous address, its offered
-//! address, the address it asks for, a never-used address (starting at a
-//! position hashed from the client id so clients spread and come back to the
-//! same place), and last the address whose lease expired longest ago (RFC
-//! 2131 section 4.3.1 and 4.4.1's preference for reuse).
+//! address, the address it asks for, a never-used address, and last the
+//! address whose lease expired longest ago (RFC 2131 sections 4.3.1 and
+//! 4.4.1 prefer reuse for the same client).
 //!
 //! Times are Unix seconds passed in by the caller. No ping before offering
 //! (RFC 2131 says SHOULD; it costs every first boot a delay).
@@ -199,6 +198,8 @@ pub struct Pool {
     bindings: Bindings,
     offers: HashMap<Ipv4Addr, Offer>,
     offer_of: HashMap<ClientId, Ipv4Addr>,
+    /// Where the next search for a never-bound address starts.
+    cursor: u64,
 }
 
 impl Pool {
@@ -221,6 +222,7 @@ impl Pool {
             bindings,
             offers: HashMap::new(),
             offer_of: HashMap::new(),
+            cursor: 0,
         }
     }
 
@@ -321,7 +323,7 @@ impl Pool {
     }
 
     fn choose(
-        &self,
+        &mut self,
         client: &ClientId,
         mac: Option<Mac>,
         requested: Option<Ipv4Addr>,
@@ -346,13 +348,18 @@ impl Pool {
     }
 
     /// A never-bound free address, else the one expired longest ago.
-    fn scan(&self, client: &ClientId, now: Secs) -> Option<Ipv4Addr> {
+    ///
+    /// The search for a never-bound address starts where the last one
+    /// ended (next fit), so filling a pool costs O(1) per client rather
+    /// than rescanning the bound part every time.
+    fn scan(&mut self, client: &ClientId, now: Secs) -> Option<Ipv4Addr> {
         let size = u64::from(self.last.checked_sub(self.first)?) + 1;
-        let start = fnv1a(&client.0) % size;
+        let start = self.cursor % size;
         let mut oldest: Option<(Secs, Ipv4Addr)> = None;
         for i in 0..size {
-            // first + (start + i) % size <= last, so the cast cannot wrap.
-            let ip = Ipv4Addr::from(self.first + ((start + i) % size) as u32);
+            let offset = (start + i) % size;
+            // first + offset <= last, so the cast cannot wrap.
+            let ip = Ipv4Addr::from(self.first + offset as u32);
             if self.reserved_ips.contains(&ip)
                 || self.excluded.contains(&ip)
                 || !self.free_for(ip, client, now)
@@ -360,7 +367,10 @@ impl Pool {
                 continue;
             }
             match self.bindings.lease(ip) {
-                None => return Some(ip),
+                None => {
+                    self.cursor = offset + 1;
+                    return Some(ip);
+                }
                 Some(l) if oldest.map_or(true, |(t, _)| l.expires < t) => {
                     oldest = Some((l.expires, ip))
                 }
@@ -422,13 +432,6 @@ impl Pool {
         self.bindings.apply(&record);
         Some(record)
     }
-}
-
-/// FNV-1a, to spread clients over the range deterministically.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@
 //! Implemented: RFC 2131 sections 3.1-3.2 and 4.3 (DISCOVER, REQUEST in the
 //! SELECTING, INIT-REBOOT, RENEWING and REBINDING states, DECLINE, RELEASE,
 //! INFORM, NAK), reply addressing of section 4.1, relay agents (RFC 1542,
-//! option 82 echoed per RFC 3046), PXE 2.1 proxyDHCP on 67 and the boot
-//! server leg on 4011.
+//! option 82 echoed per RFC 3046), option 61 echoed (RFC 6842), PXE 2.1
+//! proxyDHCP on 67 and the boot server leg on 4011.
 //!
 //! Not done: BOOTP clients (no option 53) are ignored; unicast to an
 //! unconfigured client (flags 0, no ciaddr, no relay) is sent as a broadcast
@@ -79,7 +79,8 @@ pub enum Ignored {
     MessageType(u8),
     /// giaddr, or our interface address, is outside the configured subnet.
     WrongSubnet,
-    /// proxy mode, or port 4011, and the client is not a PXE client.
+    /// proxy mode, or port 4011, and the vendor class is neither
+    /// `PXEClient` nor `HTTPClient`.
     NotPxe,
     /// Nothing configured to boot this client (proxy mode has nothing else).
     NoBootFile,
@@ -394,7 +395,10 @@ impl Server {
 
     fn boot_only(&mut self, ctx: &Ctx<'_>, reply_type: MessageType) -> Result<Decision, Ignored> {
         let client = Client::classify(ctx.req);
-        if !client.pxe {
+        // Only clients that announce themselves as network-boot firmware
+        // (PXE 2.1 section 2.2, and UEFI HTTP boot's equivalent) expect
+        // answers from a server that gives no address.
+        if !client.pxe && !client.http_class {
             return Err(Ignored::NotPxe);
         }
         let mut reply = self.reply_head(ctx, reply_type);
@@ -539,9 +543,15 @@ impl Server {
         file.is_some()
     }
 
-    /// Echoes option 82, encodes, and addresses the reply.
+    /// Echoes options 61 and 82, encodes, and addresses the reply.
     fn finish(&self, ctx: &Ctx<'_>, message_type: MessageType, mut reply: Reply) -> Outgoing {
         let req = ctx.req;
+        if let Some(id) = req.option(code::CLIENT_ID).filter(|v| v.len() <= 255) {
+            // RFC 6842: a client identifier is echoed in every reply.
+            reply
+                .options
+                .push(ReplyOption::Raw(code::CLIENT_ID, id.to_vec()));
+        }
         if let Some(agent) = req.option(code::RELAY_AGENT).filter(|v| v.len() <= 255) {
             // RFC 3046 section 2.2: echoed, last.
             reply

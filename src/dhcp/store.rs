@@ -19,8 +19,11 @@
 //! new complete file. Compacting on open also drops any torn tail before new
 //! records are appended after it.
 //!
+//! Two servers on one store would hand out the same addresses, so the store
+//! holds an exclusive `flock` on `<path>.lock` while open (a lock on the
+//! journal itself would not survive compaction's rename).
+//!
 //! [`encode_record`] and [`replay`] are pure; only [`Store`] touches files.
-//! Not done: a lock against two servers sharing one store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -28,6 +31,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
+use nix::fcntl::{Flock, FlockArg};
 
 use super::lease::{Bindings, ClientId, Record, Secs};
 
@@ -128,6 +132,9 @@ fn decode_line(line: &[u8]) -> Option<Record> {
 /// The journal file and the state it describes.
 #[derive(Debug)]
 pub struct Store {
+    /// Held for the life of the store; released when it is dropped or the
+    /// process dies.
+    _lock: Flock<File>,
     path: PathBuf,
     file: File,
     /// Length of the journal up to its last complete record; a failed append
@@ -149,6 +156,7 @@ impl Store {
 
     /// [`Store::open`] with another compaction threshold (tests).
     pub fn open_with(path: &Path, now: Secs, compact_min: usize) -> io::Result<(Store, Replay)> {
+        let lock = lock(path)?;
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -175,6 +183,7 @@ impl Store {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let mut store = Store {
+            _lock: lock,
             path: path.to_owned(),
             file,
             len: 0,
@@ -255,6 +264,24 @@ impl Store {
         self.since_compaction = 0;
         Ok(())
     }
+}
+
+/// Takes the exclusive lock next to the journal at `path`.
+fn lock(path: &Path) -> io::Result<Flock<File>> {
+    let mut name = path.to_owned().into_os_string();
+    name.push(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let why = format!(
+            "{}: held by another process ({errno})",
+            PathBuf::from(&name).display()
+        );
+        io::Error::new(io::ErrorKind::WouldBlock, why)
+    })
 }
 
 /// Makes a rename in the directory of `path` durable.
@@ -430,6 +457,17 @@ mod tests {
             assert_eq!(s.bindings(), &expect, "cut at {cut}, after append");
             assert_eq!((r.corrupt, r.torn_tail), (0, 0));
         }
+    }
+
+    #[test]
+    fn second_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases");
+        let (first, _) = Store::open(&path, 0).unwrap();
+        let err = Store::open(&path, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        drop(first);
+        assert!(Store::open(&path, 0).is_ok());
     }
 
     #[test]

@@ -433,6 +433,18 @@ fn bc_14_d_proxy_silent_on_request_for_other_server() {
 }
 
 #[test]
+fn proxy_answers_uefi_http_boot() {
+    let mut s = server(Mode::Proxy);
+    let p = pkt(MessageType::Discover)
+        .opt(code::VENDOR_CLASS, b"HTTPClient:Arch:00016:UNDI:003001")
+        .opt(code::CLIENT_ARCH, &[0, 0x10]);
+    let r = reply(&mut s, &p, &local(), 0);
+    assert_eq!(r.file(), b"http://198.51.100.1/ipxe.efi");
+    assert_eq!(r.opt(code::VENDOR_CLASS), Some(&b"HTTPClient"[..]));
+    assert_eq!(r.msg.yiaddr, ZERO);
+}
+
+#[test]
 fn bc_14_e_proxy_silent_for_non_pxe() {
     let mut s = server(Mode::Proxy);
     let p = pkt(MessageType::Discover).opt(code::CLIENT_ARCH, &[0, 0]);
@@ -804,6 +816,25 @@ fn relay_agent_information_is_echoed() {
         r.opt(code::RELAY_AGENT),
         Some(&[1, 3, b'e', b't', b'0'][..])
     );
+}
+
+#[test]
+fn client_identifier_keys_the_lease_and_is_echoed() {
+    let mut s = server(Mode::Server);
+    let id = [0xff, 0, 0, 0, 1, 0, 1, 0x2a];
+    let p = pkt(MessageType::Discover).opt(code::CLIENT_ID, &id);
+    let offer = reply(&mut s, &p, &local(), 0);
+    assert_eq!(offer.opt(code::CLIENT_ID), Some(&id[..]));
+    let ip = offer.msg.yiaddr;
+    // Same identifier behind another NIC: same client, same address.
+    let req = pkt(MessageType::Request)
+        .mac(9)
+        .opt(code::CLIENT_ID, &id)
+        .server_id(SERVER)
+        .requested(ip);
+    let ack = reply(&mut s, &req, &local(), 1);
+    assert_eq!((mtype(&ack), ack.msg.yiaddr), (MessageType::Ack, ip));
+    assert_eq!(s.bindings().address_of(&ClientId(id.to_vec())), Some(ip));
 }
 
 #[test]
