@@ -20,6 +20,9 @@ pub struct ProcessInfo {
 }
 
 /// Upper bounds of the transfer-time buckets, in seconds.
+const REPLY_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0,
+];
 const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -99,6 +102,7 @@ pub fn render(tftp: Option<&TftpSnapshot>, info: &ProcessInfo) -> String {
             "dls_tftp_transfer_duration_seconds",
             "Time from request to last ACK of completed TFTP transfers.",
             &t.durations,
+            &DURATION_BUCKETS,
         );
     }
     out
@@ -140,11 +144,80 @@ pub fn render_dhcp(out: &mut String, c: &crate::dhcp::socket::Counters, active_l
     for (reason, n) in &c.ignored {
         let _ = writeln!(out, "dls_dhcp_ignored_total{{reason=\"{reason}\"}} {n}");
     }
+    histogram(
+        out,
+        "dls_dhcp_reply_seconds",
+        "Time from receiving a DHCP request to sending its reply (journal sync included).",
+        &c.reply_time_us,
+        &REPLY_BUCKETS,
+    );
     gauge(
         out,
         "dls_dhcp_active_leases",
         "Leases granted and not expired.",
         active_leases as f64,
+    );
+}
+
+/// Appends the iSCSI counters summed over workers.
+pub fn render_iscsi(
+    out: &mut String,
+    workers: &[std::sync::Arc<crate::engine::stats::WorkerStats>],
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sum = |f: fn(&crate::engine::iscsi::IscsiStats) -> &AtomicU64| -> u64 {
+        workers
+            .iter()
+            .map(|w| f(&w.iscsi).load(Ordering::Relaxed))
+            .sum()
+    };
+    counter(
+        out,
+        "dls_iscsi_connections_total",
+        "TCP connections accepted.",
+        sum(|s| &s.connections),
+    );
+    counter(
+        out,
+        "dls_iscsi_logins_total",
+        "Logins that reached full feature phase.",
+        sum(|s| &s.logins),
+    );
+    counter(
+        out,
+        "dls_iscsi_login_failures_total",
+        "Logins refused, failed or timed out.",
+        sum(|s| &s.login_failures),
+    );
+    counter(
+        out,
+        "dls_iscsi_commands_total",
+        "SCSI commands executed.",
+        sum(|s| &s.commands),
+    );
+    counter(
+        out,
+        "dls_iscsi_data_in_bytes_total",
+        "Bytes sent to initiators in Data-In.",
+        sum(|s| &s.data_in_bytes),
+    );
+    counter(
+        out,
+        "dls_iscsi_data_out_bytes_total",
+        "Bytes received from initiators (immediate and Data-Out).",
+        sum(|s| &s.data_out_bytes),
+    );
+    counter(
+        out,
+        "dls_iscsi_rejects_total",
+        "Reject PDUs sent.",
+        sum(|s| &s.rejects),
+    );
+    gauge(
+        out,
+        "dls_iscsi_active_connections",
+        "Connections open now.",
+        sum(|s| &s.active) as f64,
     );
 }
 
@@ -163,9 +236,9 @@ fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
 }
 
 /// A Prometheus histogram from an hdrhistogram of microseconds.
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>) {
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram<u64>, buckets: &[f64]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for le in DURATION_BUCKETS {
+    for &le in buckets {
         let micros = (le * 1e6) as u64;
         let count = h
             .iter_recorded()

@@ -212,6 +212,9 @@ impl Control {
     fn metrics(&self) -> String {
         let tftp = self.config.tftp.as_ref().map(|_| self.tftp_snapshot());
         let mut text = metrics::render(tftp.as_ref(), &self.process_info());
+        if self.config.iscsi.is_some() {
+            metrics::render_iscsi(&mut text, self.engine.stats());
+        }
         if let Some(d) = &self.dhcp {
             let now = unix_secs(SystemTime::now());
             metrics::render_dhcp(&mut text, d.counters(), d.bindings().active(now).count());
@@ -238,6 +241,7 @@ impl Control {
         let services = json!({
             "tftp": state(self.config.tftp.is_some()),
             "dhcp": state(self.dhcp.is_some()),
+            "iscsi": state(self.config.iscsi.is_some()),
         });
         let status = if workers_ok { "ok" } else { "unavailable" };
         (
@@ -273,6 +277,13 @@ impl Control {
                     },
                 })),
                 "dhcp": self.dhcp_status(),
+                "iscsi": self.config.iscsi.as_ref().map(|c| json!({
+                    "listen": c.listen,
+                    "targets": c.target.iter().map(|t| json!({
+                        "iqn": t.iqn,
+                        "luns": t.luns.iter().map(|l| json!({"path": l.path, "read_only": l.read_only})).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })),
             },
         })
     }
@@ -311,6 +322,7 @@ impl Control {
         };
         if new.tftp.is_some() != self.config.tftp.is_some()
             || new.dhcp.is_some() != self.config.dhcp.is_some()
+            || new.iscsi.is_some() != self.config.iscsi.is_some()
         {
             error!("reload refused: adding or removing a service needs a restart");
             return;
@@ -339,6 +351,25 @@ impl Control {
             },
             None => None,
         };
+        if let (Some(i), Some(old)) = (new.iscsi.as_mut(), &self.config.iscsi) {
+            if i.listen != old.listen {
+                warn!(
+                    "reload: iscsi.listen changes need a restart; keeping {:?}",
+                    old.listen
+                );
+                i.listen = old.listen.clone();
+            }
+        }
+        let iscsi_ctx = match &new.iscsi {
+            Some(i) => match crate::engine::iscsi::IscsiContext::new(i) {
+                Ok(ctx) => Some(Arc::new(ctx)),
+                Err(e) => {
+                    error!("reload refused, keeping the running configuration: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
         if let (Some(d), Some(service)) = (&new.dhcp, self.dhcp.as_mut()) {
             if let Err((key, reason)) = service.reconfigure(d.clone()) {
                 error!("reload refused: {key} {reason}; keeping the running configuration");
@@ -347,6 +378,9 @@ impl Control {
         }
         if let Some(ctx) = tftp_ctx {
             self.engine.reload_tftp(ctx);
+        }
+        if let Some(ctx) = iscsi_ctx {
+            self.engine.reload_iscsi(ctx);
         }
         self.generation += 1;
         self.config = new;

@@ -43,6 +43,8 @@ pub enum Command {
     Abort,
     /// Use this TFTP context for new requests.
     ReloadTftp(Arc<TftpContext>),
+    /// Use this iSCSI context for new logins.
+    ReloadIscsi(Arc<iscsi::IscsiContext>),
 }
 
 struct WorkerHandle {
@@ -172,6 +174,11 @@ impl Engine {
     /// New TFTP requests use `ctx`; transfers in flight are untouched.
     pub fn reload_tftp(&self, ctx: Arc<TftpContext>) {
         self.broadcast(|| Command::ReloadTftp(ctx.clone()));
+    }
+
+    /// New iSCSI logins use `ctx`; sessions in flight are untouched.
+    pub fn reload_iscsi(&self, ctx: Arc<iscsi::IscsiContext>) {
+        self.broadcast(|| Command::ReloadIscsi(ctx.clone()));
     }
 
     /// Counters of every worker, readable while they run.

@@ -187,6 +187,11 @@ impl Worker {
                     self.abort_all(now);
                     return false;
                 }
+                Command::ReloadIscsi(ctx) => {
+                    if let Some(iscsi) = self.iscsi.as_mut() {
+                        iscsi.reload(ctx);
+                    }
+                }
                 Command::ReloadTftp(ctx) => {
                     if let Some(tftp) = self.tftp.as_mut() {
                         tftp.reload(ctx);

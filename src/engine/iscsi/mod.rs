@@ -151,6 +151,7 @@ enum Phase {
 }
 
 struct Conn {
+    ctx: Arc<IscsiContext>,
     stream: TcpStream,
     peer: SocketAddr,
     rx: Vec<u8>,
@@ -159,6 +160,9 @@ struct Conn {
     timer: Option<Instant>,
     /// The input stopped at a bound or for back-pressure: read again soon.
     more: bool,
+    /// Session counters already added to the worker's, so each drive adds
+    /// only what is new and a scrape sees sessions that are still open.
+    reported: crate::iscsi::session::Stats,
 }
 
 /// One worker's iSCSI service.
@@ -203,6 +207,11 @@ impl IscsiService {
 
     pub fn owns(token: Token) -> bool {
         (LISTENER_BASE..CONN_END).contains(&token.0)
+    }
+
+    /// New logins use `ctx` (targets, LUNs, CHAP); sessions keep theirs.
+    pub fn reload(&mut self, ctx: Arc<IscsiContext>) {
+        self.ctx = ctx;
     }
 
     pub fn active(&self) -> usize {
@@ -301,6 +310,7 @@ impl IscsiService {
                 now + self.ctx.config.login_timeout,
             );
             entry.insert(Conn {
+                ctx: self.ctx.clone(),
                 stream,
                 peer,
                 rx: Vec::with_capacity(8192),
@@ -308,6 +318,7 @@ impl IscsiService {
                 out: OutQueue::default(),
                 timer: None,
                 more: true,
+                reported: Default::default(),
             });
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
             self.stats.active.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +339,9 @@ impl IscsiService {
 
     /// Reads, handles and writes what a connection can, then re-arms it.
     fn drive(&mut self, key: usize, registry: &Registry, now: Instant) {
-        if let Err(reason) = self.drive_inner(key, now) {
+        let result = self.drive_inner(key, now);
+        self.report(key);
+        if let Err(reason) = result {
             return self.close(key, registry, &reason);
         }
         let Some(c) = self.conns.get_mut(key) else {
@@ -358,11 +371,13 @@ impl IscsiService {
     }
 
     fn drive_inner(&mut self, key: usize, now: Instant) -> Result<(), String> {
-        let ctx = self.ctx.clone();
         let stats = self.stats.clone();
         let Some(c) = self.conns.get_mut(key) else {
             return Ok(());
         };
+        // The context the connection started with: a reload changes what
+        // new logins see, never a session in flight.
+        let ctx = c.ctx.clone();
         c.more = false;
         // Write first: a full queue is back-pressure on the initiator.
         flush(c, &ctx)?;
@@ -401,6 +416,33 @@ impl IscsiService {
         Ok(())
     }
 
+    /// Adds what the connection's session counted since the last report.
+    fn report(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Full { session, .. } = &c.phase else {
+            return;
+        };
+        let now = session.stats();
+        let was = std::mem::replace(&mut c.reported, now);
+        let add = |counter: &AtomicU64, now: u64, was: u64| {
+            counter.fetch_add(now.saturating_sub(was), Ordering::Relaxed);
+        };
+        add(&self.stats.commands, now.commands, was.commands);
+        add(
+            &self.stats.data_in_bytes,
+            now.data_in_bytes,
+            was.data_in_bytes,
+        );
+        add(
+            &self.stats.data_out_bytes,
+            now.data_out_bytes,
+            was.data_out_bytes,
+        );
+        add(&self.stats.rejects, now.rejects, was.rejects);
+    }
+
     fn close(&mut self, key: usize, registry: &Registry, reason: &str) {
         let Some(mut c) = self.conns.try_remove(key) else {
             return;
@@ -409,15 +451,6 @@ impl IscsiService {
         let _ = registry.deregister(&mut c.stream);
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         if let Phase::Full { session, .. } = &c.phase {
-            let s = session.stats();
-            self.stats.commands.fetch_add(s.commands, Ordering::Relaxed);
-            self.stats
-                .data_in_bytes
-                .fetch_add(s.data_in_bytes, Ordering::Relaxed);
-            self.stats
-                .data_out_bytes
-                .fetch_add(s.data_out_bytes, Ordering::Relaxed);
-            self.stats.rejects.fetch_add(s.rejects, Ordering::Relaxed);
             info!(
                 "iscsi: {}: {} logged out or disconnected ({reason})",
                 c.peer,
