@@ -10,6 +10,6 @@
 
 pub mod config;
 pub mod engine;
-pub mod sys;
 pub mod iscsi;
+pub mod sys;
 pub mod tftp;
