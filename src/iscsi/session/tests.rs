@@ -13,7 +13,8 @@ use crate::iscsi::frame::{self, encode_pdu, Pdu};
 use crate::iscsi::login::{Established, SessionType, TargetEntry};
 use crate::iscsi::negotiate::Params;
 use crate::iscsi::pdu::{
-    DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, Snack, TaskMgmtRequest, TextRequest,
+    DataIn, DataOut, Header, LoginRequest, LogoutRequest, NopOut, R2t, Reject, ScsiCommand,
+    ScsiResponse, Snack, TaskMgmtRequest, TextRequest,
 };
 
 const INITIATOR: &str = "iqn.2026-01.example:init";
