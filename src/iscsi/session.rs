@@ -21,7 +21,9 @@
 //!    [`Transmit::data_digest`] is set, the CRC32C of payload and pad;
 //! 4. wakes the session at [`poll_timeout`](Session::poll_timeout) and calls
 //!    [`handle_timeout`](Session::handle_timeout);
-//! 5. closes the connection once [`close_reason`](Session::close_reason) is
+//! 5. stops reading while [`backlog`](Session::backlog) exceeds
+//!    [`MAX_BACKLOG`];
+//! 6. closes the connection once [`close_reason`](Session::close_reason) is
 //!    set and `poll_transmit` has nothing left.
 //!
 //! The SCSI layer is passed into each call as `&mut dyn ScsiTarget` (see
@@ -78,6 +80,12 @@ use task::{Inbound, Outbound, Phase, Residual, Sink, Task};
 /// Longest CDB accepted (16 bytes in the BHS plus an Extended CDB AHS).
 /// SPC-4 variable-length CDBs stop at 260 bytes.
 pub const MAX_CDB_LEN: usize = 260;
+
+/// PDUs queued to send beyond which the engine should stop reading from
+/// the connection until it has sent some. Each received PDU queues at most a
+/// few responses, so without this bound a peer that pings and never reads
+/// its socket would grow the queue without limit.
+pub const MAX_BACKLOG: usize = 1024;
 
 /// Keepalive settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +295,11 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Items waiting in the send queue (compare with [`MAX_BACKLOG`]).
+    pub fn backlog(&self) -> usize {
+        self.outq.len()
     }
 
     /// Commands accepted and not yet answered.

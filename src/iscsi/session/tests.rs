@@ -686,6 +686,7 @@ fn queue_depth_128_and_closed_window() {
         h.command(cdb(&[0x35]), 0, 0, false, &[]);
     }
     assert_eq!(h.s.tasks_in_flight(), 128);
+    assert_eq!(h.s.backlog(), 0);
     assert_eq!(h.held.len(), 128);
     // Window closed: CmdSN 129 is beyond MaxCmdSN 128.
     assert!(h.tur(129, false).is_empty());
