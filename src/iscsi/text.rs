@@ -182,6 +182,17 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_keys_parse() {
+        let mut t = Vec::new();
+        for i in 0..10_000 {
+            encode(&mut t, &format!("K{i}"), "v");
+        }
+        assert_eq!(parse(&t).unwrap().len(), 10_000);
+        encode(&mut t, "K9999", "again");
+        assert_eq!(parse(&t), Err(TextError::Duplicate("K9999".into())));
+    }
+
+    #[test]
     fn encode_drops_nul_in_value() {
         let mut out = Vec::new();
         encode(&mut out, "K", "a\0b");
