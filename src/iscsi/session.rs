@@ -233,6 +233,8 @@ pub struct Session {
     text: TextState,
     close: Option<CloseReason>,
     stats: Stats,
+    /// Tags of the most recently aborted tasks, at most `queue_depth`.
+    aborted: VecDeque<u32>,
 }
 
 mod handlers;
@@ -271,6 +273,7 @@ impl Session {
             text: TextState::default(),
             close: None,
             stats: Stats::default(),
+            aborted: VecDeque::new(),
         }
     }
 

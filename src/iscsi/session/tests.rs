@@ -1209,3 +1209,19 @@ fn login_then_read_end_to_end() {
     assert_eq!(offsets, vec![(0, false, 1), (4096, true, 1)]);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
 }
+
+#[test]
+fn data_out_of_an_aborted_write_is_discarded() {
+    let mut h = start(write_params());
+    let itt = h.command(write10(0, 16, false), 0, 8192, false, &[]);
+    let got = h.drain();
+    let Header::R2t(r) = got[0].h else {
+        panic!("{got:?}")
+    };
+    assert_eq!(tmf(&mut h, 1, 0, itt), 0);
+    assert_eq!(h.feed(data_out(itt, r.ttt, 0, false), &[0; 4096]), None);
+    assert!(
+        h.drain().is_empty(),
+        "no Reject for data already on its way"
+    );
+}
