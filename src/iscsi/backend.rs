@@ -172,6 +172,9 @@ pub enum Outcome {
     Done { data: Payload, status: ScsiStatus },
     /// Receive `len` bytes from the initiator into the store of `lun` at
     /// `offset`; [`ScsiTarget::io_done`] follows once all are written.
+    /// When the command's Expected Data Transfer Length is smaller than
+    /// `len`, only that many bytes arrive (and are reported as overflow);
+    /// `io_done` sees `cmd.expected_len` and may answer accordingly.
     WriteToStore { lun: u16, offset: u64, len: u32 },
     /// Receive `len` bytes into memory; [`ScsiTarget::data_received`]
     /// follows. Bounded by [`MAX_RECEIVE`].

@@ -31,6 +31,7 @@
 //! Not done yet: responses longer than one PDU (our replies are a few hundred
 //! bytes); session reinstatement and multiple connections per session.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use super::chap::{self, Chap, Credentials};
@@ -203,7 +204,7 @@ pub struct Login {
     auth: Auth,
     params: Params,
     /// Every key the initiator sent so far, to refuse re-declarations.
-    seen: Vec<String>,
+    seen: HashSet<String>,
     text: TextBuffer,
     responses: u32,
     declared_mrdsl: bool,
@@ -238,7 +239,7 @@ impl Login {
             resolved: false,
             auth: Auth::Unset,
             params: Params::new(),
-            seen: Vec::new(),
+            seen: HashSet::new(),
             text: TextBuffer::default(),
             responses: 0,
             declared_mrdsl: false,
@@ -323,10 +324,9 @@ impl Login {
         targets: &[TargetEntry],
     ) -> Result<(Replies, bool), LoginStatus> {
         for (key, _) in pairs {
-            if self.seen.iter().any(|k| k == key) {
+            if !self.seen.insert((*key).to_owned()) {
                 return Err(LoginStatus::InitiatorError);
             }
-            self.seen.push((*key).to_owned());
         }
         self.session_keys(pairs)?;
         let mut replies = Replies::new();

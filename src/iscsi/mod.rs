@@ -28,7 +28,9 @@
 //! - bidirectional commands; AHS other than the extended CDB;
 //! - commands arriving ahead of ExpCmdSN are dropped, not held;
 //! - login responses longer than one PDU; operational key renegotiation in
-//!   full feature phase; CHAP with algorithms other than MD5;
+//!   full feature phase; CHAP with algorithms other than MD5; CHAP on
+//!   discovery sessions (they are open to every initiator, and SendTargets
+//!   lists only the targets each initiator may log in to);
 //! - asynchronous messages (e.g. to announce a LUN size change);
 //! - a Logout is answered at once even with commands in flight.
 

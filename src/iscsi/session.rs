@@ -21,7 +21,9 @@
 //!    [`Transmit::data_digest`] is set, the CRC32C of payload and pad;
 //! 4. wakes the session at [`poll_timeout`](Session::poll_timeout) and calls
 //!    [`handle_timeout`](Session::handle_timeout);
-//! 5. closes the connection once [`close_reason`](Session::close_reason) is
+//! 5. stops reading while [`backlog`](Session::backlog) exceeds
+//!    [`MAX_BACKLOG`];
+//! 6. closes the connection once [`close_reason`](Session::close_reason) is
 //!    set and `poll_transmit` has nothing left.
 //!
 //! The SCSI layer is passed into each call as `&mut dyn ScsiTarget` (see
@@ -67,10 +69,7 @@ use super::backend::{
 use super::frame::{Digests, HeaderBytes, PduError};
 use super::login::Established;
 use super::negotiate::{Limits, Params};
-use super::pdu::{
-    DataIn, Header, LogoutResponse, NopIn, R2t, Reject, RejectReason, ScsiResponse,
-    TaskMgmtResponse, TextResponse, BHS_LEN, RESERVED_TAG,
-};
+use super::pdu::{RejectReason, BHS_LEN, RESERVED_TAG};
 use super::serial;
 use super::text::TextBuffer;
 
@@ -81,6 +80,12 @@ use task::{Inbound, Outbound, Phase, Residual, Sink, Task};
 /// Longest CDB accepted (16 bytes in the BHS plus an Extended CDB AHS).
 /// SPC-4 variable-length CDBs stop at 260 bytes.
 pub const MAX_CDB_LEN: usize = 260;
+
+/// PDUs queued to send beyond which the engine should stop reading from
+/// the connection until it has sent some. Each received PDU queues at most a
+/// few responses, so without this bound a peer that pings and never reads
+/// its socket would grow the queue without limit.
+pub const MAX_BACKLOG: usize = 1024;
 
 /// Keepalive settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,9 +233,12 @@ pub struct Session {
     text: TextState,
     close: Option<CloseReason>,
     stats: Stats,
+    /// Tags of the most recently aborted tasks, at most `queue_depth`.
+    aborted: VecDeque<u32>,
 }
 
 mod handlers;
+mod transmit;
 
 impl Session {
     /// Enters full feature phase. `portals` are the addresses SendTargets
@@ -265,6 +273,7 @@ impl Session {
             text: TextState::default(),
             close: None,
             stats: Stats::default(),
+            aborted: VecDeque::new(),
         }
     }
 
@@ -289,6 +298,11 @@ impl Session {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Items waiting in the send queue (compare with [`MAX_BACKLOG`]).
+    pub fn backlog(&self) -> usize {
+        self.outq.len()
     }
 
     /// Commands accepted and not yet answered.
@@ -437,196 +451,6 @@ impl Session {
             self.est.initiator_name
         );
         self.outq.push_back(Out::Reject { reason, bhs });
-    }
-
-    /// The next PDU to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        while let Some(out) = self.outq.pop_front() {
-            if let Some(t) = self.build(out) {
-                return Some(t);
-            }
-        }
-        None
-    }
-
-    fn transmit(&self, header: Header, data: Payload) -> Transmit {
-        let bhs = header.encode(0, data.len() as u32);
-        Transmit {
-            header: HeaderBytes::new(bhs, self.params.digests),
-            data_digest: self.params.digests.data && !data.is_empty(),
-            data,
-        }
-    }
-
-    fn build(&mut self, out: Out) -> Option<Transmit> {
-        let (exp_cmd_sn, max_cmd_sn) = self.window();
-        let header = match out {
-            Out::DataIn(itt) => return self.next_data_in(itt),
-            Out::Response {
-                itt,
-                status,
-                residual,
-                exp_data_sn,
-            } => {
-                let header = Header::ScsiResponse(ScsiResponse {
-                    overflow: residual.overflow,
-                    underflow: residual.underflow,
-                    residual: residual.count,
-                    response: 0,
-                    status: status.status,
-                    itt,
-                    stat_sn: self.take_stat_sn(),
-                    exp_cmd_sn,
-                    max_cmd_sn,
-                    exp_data_sn,
-                    ..ScsiResponse::default()
-                });
-                let sense = task::sense_segment(&status.sense);
-                return Some(self.transmit(header, inline(sense)));
-            }
-            Out::R2t {
-                itt,
-                lun,
-                ttt,
-                r2t_sn,
-                offset,
-                len,
-            } => {
-                // An R2T of an aborted task is not sent.
-                self.tasks.get(&itt)?;
-                Header::R2t(R2t {
-                    lun,
-                    itt,
-                    ttt,
-                    stat_sn: self.stat_sn,
-                    exp_cmd_sn,
-                    max_cmd_sn,
-                    r2t_sn,
-                    buffer_offset: offset,
-                    desired_len: len,
-                })
-            }
-            Out::NopIn {
-                itt,
-                ttt,
-                lun,
-                data,
-            } => {
-                // StatSN advances only for a reply to a ping (§11.19.2).
-                let stat_sn = if itt == RESERVED_TAG {
-                    self.stat_sn
-                } else {
-                    self.take_stat_sn()
-                };
-                let header = Header::NopIn(NopIn {
-                    lun,
-                    itt,
-                    ttt,
-                    stat_sn,
-                    exp_cmd_sn,
-                    max_cmd_sn,
-                });
-                return Some(self.transmit(header, inline(data)));
-            }
-            Out::TaskMgmt { itt, response } => Header::TaskMgmtResponse(TaskMgmtResponse {
-                response,
-                itt,
-                stat_sn: self.take_stat_sn(),
-                exp_cmd_sn,
-                max_cmd_sn,
-            }),
-            Out::Text {
-                itt,
-                ttt,
-                more,
-                data,
-            } => {
-                let header = Header::TextResponse(TextResponse {
-                    final_bit: !more,
-                    cont: more,
-                    lun: 0,
-                    itt,
-                    ttt,
-                    stat_sn: self.take_stat_sn(),
-                    exp_cmd_sn,
-                    max_cmd_sn,
-                });
-                return Some(self.transmit(header, inline(data)));
-            }
-            Out::Logout { itt, response } => Header::LogoutResponse(LogoutResponse {
-                response,
-                itt,
-                stat_sn: self.take_stat_sn(),
-                exp_cmd_sn,
-                max_cmd_sn,
-                time2wait: 0,
-                time2retain: 0,
-            }),
-            Out::Reject { reason, bhs } => {
-                let header = Header::Reject(Reject {
-                    reason,
-                    stat_sn: self.take_stat_sn(),
-                    exp_cmd_sn,
-                    max_cmd_sn,
-                    data_sn: 0,
-                });
-                return Some(self.transmit(header, inline(Bytes::copy_from_slice(&bhs))));
-            }
-        };
-        Some(self.transmit(header, Payload::None))
-    }
-
-    /// One Data-In PDU of a read; requeues the read if more remain.
-    fn next_data_in(&mut self, itt: u32) -> Option<Transmit> {
-        let (exp_cmd_sn, max_cmd_sn) = self.window();
-        let mrdsl = self.params.initiator_mrdsl;
-        let max_burst = self.params.max_burst_length;
-        let task = self.tasks.get_mut(&itt)?;
-        let Phase::Sending(out) = &mut task.phase else {
-            return None;
-        };
-        let chunk = out.next(mrdsl, max_burst);
-        self.stats.data_in_bytes += chunk.payload.len();
-        let collapse = chunk.last && out.status.sense.is_empty();
-        let (status, residual) = (out.status.clone(), out.residual);
-        let data_sn = task.data_sn;
-        task.data_sn = task.data_sn.wrapping_add(1);
-        let lun = task.lun;
-        let mut header = DataIn {
-            final_bit: chunk.final_bit,
-            lun,
-            itt,
-            ttt: RESERVED_TAG,
-            exp_cmd_sn,
-            max_cmd_sn,
-            data_sn,
-            buffer_offset: chunk.offset,
-            ..DataIn::default()
-        };
-        if collapse {
-            self.tasks.remove(&itt);
-            header.has_status = true;
-            header.status = status.status;
-            header.overflow = residual.overflow;
-            header.underflow = residual.underflow;
-            header.residual = residual.count;
-            header.stat_sn = self.take_stat_sn();
-        } else if chunk.last {
-            // Sense data needs a SCSI Response after the data (§11.7.4).
-            self.tasks.remove(&itt);
-            header.stat_sn = self.stat_sn;
-            self.outq.push_front(Out::Response {
-                itt,
-                status,
-                residual,
-                exp_data_sn: data_sn.wrapping_add(1),
-            });
-        } else {
-            header.stat_sn = self.stat_sn;
-            // Round-robin: other commands' PDUs go before our next one.
-            self.outq.push_back(Out::DataIn(itt));
-        }
-        Some(self.transmit(Header::DataIn(header), chunk.payload))
     }
 
     /// Reports the end of a [`StoreWrite`] or a [`poll_io`](Self::poll_io)
@@ -783,14 +607,6 @@ impl Session {
                 exp_data_sn,
             });
         }
-    }
-}
-
-fn inline(data: Bytes) -> Payload {
-    if data.is_empty() {
-        Payload::None
-    } else {
-        Payload::Inline(data)
     }
 }
 

@@ -13,6 +13,7 @@
 //! Not done yet: the value-length limits of §6.1 are not checked per key
 //! (only the buffer bound applies); values are handed up as text.
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// Longest key name (RFC 7143 §6.1: "at most 63 bytes").
@@ -53,6 +54,9 @@ impl fmt::Display for TextError {
 /// Parses a whole (joined) text into its pairs, in order.
 pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, TextError> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
+    // A set, not a scan of `pairs`: a hostile text of thousands of short
+    // keys must cost linear time.
+    let mut keys = HashSet::new();
     for item in data.split(|&b| b == 0) {
         if item.is_empty() {
             continue;
@@ -62,7 +66,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<(&str, &str)>, TextError> {
         if !valid_key(key) {
             return Err(TextError::BadKey);
         }
-        if pairs.iter().any(|(k, _)| *k == key) {
+        if !keys.insert(key) {
             return Err(TextError::Duplicate(key.to_owned()));
         }
         pairs.push((key, value));
@@ -175,6 +179,17 @@ mod tests {
         let long = format!("{}=1", "K".repeat(64));
         assert_eq!(parse(long.as_bytes()), Err(TextError::BadKey));
         assert_eq!(parse(b"A=1\0A=2\0"), Err(TextError::Duplicate("A".into())));
+    }
+
+    #[test]
+    fn thousands_of_keys_parse() {
+        let mut t = Vec::new();
+        for i in 0..10_000 {
+            encode(&mut t, &format!("K{i}"), "v");
+        }
+        assert_eq!(parse(&t).unwrap().len(), 10_000);
+        encode(&mut t, "K9999", "again");
+        assert_eq!(parse(&t), Err(TextError::Duplicate("K9999".into())));
     }
 
     #[test]

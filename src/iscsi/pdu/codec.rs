@@ -229,7 +229,8 @@ impl Header {
                 overflow: bit(b[1], 0x04),
                 underflow: bit(b[1], 0x02),
                 has_status: bit(b[1], 0x01),
-                status: b[3],
+                // Reserved unless S is set (§11.7.5).
+                status: if bit(b[1], 0x01) { b[3] } else { 0 },
                 lun: u64_at(b, 8),
                 itt: itt(b),
                 ttt: u32_at(b, 20),
@@ -310,11 +311,16 @@ impl Header {
     /// Encodes the header with the given AHS length (bytes, a multiple of 4,
     /// at most 1020) and DataSegmentLength (at most 2^24 - 1).
     pub fn encode(&self, ahs_len: usize, data_len: u32) -> [u8; BHS_LEN] {
-        let mut b = [0u8; BHS_LEN];
-        if let Header::Unknown(raw) = self {
-            b = *raw;
-        }
-        b[0] = self.opcode().to_u8();
+        let mut b = match self {
+            // An unknown header goes back exactly as it came, reserved bits
+            // and all: it is the data of the Reject that answers it.
+            Header::Unknown(raw) => *raw,
+            _ => {
+                let mut b = [0u8; BHS_LEN];
+                b[0] = self.opcode().to_u8();
+                b
+            }
+        };
         self.encode_fields(&mut b);
         b[4] = (ahs_len / 4).min(255) as u8;
         let len = data_len.min(0x00ff_ffff).to_be_bytes();

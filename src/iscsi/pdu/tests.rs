@@ -256,3 +256,39 @@ fn any_header_bytes_decode() {
         let _ = h.encode(1020, u32::MAX);
     }
 }
+
+#[test]
+fn fuzz_unknown_opcode_keeps_reserved_and_immediate_bits() {
+    // Found by fuzz/iscsi_pdu: byte 0 = 0xba (reserved bit 7, opcode 0x3a)
+    // came back as 0x3a, so the Reject would have quoted a different header.
+    let mut b = [0u8; BHS_LEN];
+    b[0] = 0xba;
+    b[2] = 1;
+    b[7] = 1;
+    b[8] = 8;
+    b[23] = 1;
+    b[24] = 0xa1;
+    let h = Header::parse(&b);
+    assert_eq!(h.encode(0, 1), b);
+    assert_eq!(Header::parse(&h.encode(0, 1)), h);
+    b[0] = 0x7c;
+    assert_eq!(Header::parse(&b).encode(0, 1), b);
+}
+
+#[test]
+fn fuzz_data_in_status_byte_is_reserved_without_s_bit() {
+    // Found by fuzz/iscsi_pdu: a status byte without the S bit decoded as a
+    // status, then vanished on re-encoding.
+    let mut b = [0u8; BHS_LEN];
+    b[0] = 0x25;
+    b[3] = 0x27;
+    let Header::DataIn(d) = Header::parse(&b) else {
+        panic!()
+    };
+    assert!(!d.has_status);
+    assert_eq!(d.status, 0);
+    assert_eq!(
+        Header::parse(&Header::DataIn(d).encode(0, 0)),
+        Header::DataIn(d)
+    );
+}

@@ -189,11 +189,11 @@ impl Session {
             }
         });
         let Some((inbound, expected)) = receiving else {
-            if d.ttt != RESERVED_TAG {
+            if d.ttt != RESERVED_TAG && !self.aborted.contains(&d.itt) {
                 self.reject(RejectReason::InvalidPduField, bhs);
             } else {
                 // Unsolicited data of a command that already ended (it
-                // failed early); §11.7: discard it.
+                // failed early), or data of an aborted one: discard it.
                 debug!(
                     "iscsi: {} unsolicited data for ended task {:#x}",
                     self.est.initiator_name, d.itt
@@ -291,9 +291,8 @@ impl Session {
     /// exist" -- which is the answer for a task that already completed, whose
     /// CmdSN is below ExpCmdSN (libiscsi's AbortTaskSimpleAsync checks this).
     fn abort_task(&mut self, t: &TaskMgmtRequest) -> u8 {
-        if self.tasks.remove(&t.referenced_tag).is_some() {
-            self.outq
-                .retain(|o| !matches!(o, Out::DataIn(itt) if *itt == t.referenced_tag));
+        if self.tasks.contains_key(&t.referenced_tag) {
+            self.forget(&[t.referenced_tag]);
             return tmf::COMPLETE;
         }
         let (exp, max) = self.window();
@@ -311,11 +310,22 @@ impl Session {
             .filter(|t| doomed(t))
             .map(|t| t.itt)
             .collect();
-        for itt in &gone {
+        self.forget(&gone);
+    }
+
+    /// Drops aborted tasks and their queued Data-In; remembers their tags
+    /// so Data-Out still in flight for them is discarded quietly (§4.2.3.4)
+    /// instead of rejected.
+    fn forget(&mut self, itts: &[u32]) {
+        for itt in itts {
             self.tasks.remove(itt);
+            if self.aborted.len() >= self.queue_depth as usize {
+                self.aborted.pop_front();
+            }
+            self.aborted.push_back(*itt);
         }
         self.outq
-            .retain(|o| !matches!(o, Out::DataIn(itt) if gone.contains(itt)));
+            .retain(|o| !matches!(o, Out::DataIn(itt) if itts.contains(itt)));
     }
 
     fn handle_text(

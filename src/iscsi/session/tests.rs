@@ -13,7 +13,8 @@ use crate::iscsi::frame::{self, encode_pdu, Pdu};
 use crate::iscsi::login::{Established, SessionType, TargetEntry};
 use crate::iscsi::negotiate::Params;
 use crate::iscsi::pdu::{
-    DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, Snack, TaskMgmtRequest, TextRequest,
+    DataIn, DataOut, Header, LoginRequest, LogoutRequest, NopOut, R2t, Reject, ScsiCommand,
+    ScsiResponse, Snack, TaskMgmtRequest, TextRequest,
 };
 use std::collections::HashMap;
 
@@ -730,6 +731,7 @@ fn queue_depth_128_and_closed_window() {
         h.command(cdb(&[0x35]), 0, 0, false, &[]);
     }
     assert_eq!(h.s.tasks_in_flight(), 128);
+    assert_eq!(h.s.backlog(), 0);
     assert_eq!(h.held.len(), 128);
     // Window closed: CmdSN 129 is beyond MaxCmdSN 128.
     assert!(h.tur(129, false).is_empty());
@@ -1160,4 +1162,116 @@ fn send_targets_in_a_normal_session() {
     let mut h = start(params());
     let got = text(&mut h, RESERVED_TAG, b"SendTargets=All\0");
     assert_eq!(got[0].data, b"SendTargets=Reject\0");
+}
+
+/// The engine's whole call order, from the first login byte to a read:
+/// login PDUs framed without digests, the Established handed to a
+/// Session, then full-feature PDUs framed with the negotiated digests.
+#[test]
+fn login_then_read_end_to_end() {
+    use crate::iscsi::login::{Login, Step, LOGIN_MAX_DATA};
+    use crate::iscsi::text;
+
+    let t0 = Instant::now();
+    let limits = Limits::default();
+    let login = Login::new(limits.clone(), 1, [0; 17], t0 + Duration::from_secs(15));
+    let mut data = Vec::new();
+    for (k, v) in [
+        ("InitiatorName", INITIATOR),
+        ("TargetName", "iqn.2026-01.example:disk0"),
+        ("HeaderDigest", "CRC32C"),
+        ("DataDigest", "CRC32C"),
+        ("MaxRecvDataSegmentLength", "4096"),
+    ] {
+        text::encode(&mut data, k, v);
+    }
+    let req = LoginRequest {
+        transit: true,
+        csg: 1,
+        nsg: 3,
+        itt: 1,
+        cmd_sn: 5,
+        ..LoginRequest::default()
+    };
+    let mut bytes = Vec::new();
+    encode_pdu(
+        &mut bytes,
+        Header::LoginRequest(req).encode(0, data.len() as u32),
+        &data,
+        Digests::default(),
+    );
+    let (pdu, _) = Pdu::parse(&bytes, Digests::default(), LOGIN_MAX_DATA).unwrap();
+    let Step::FullFeature(est, response) = login.handle(&pdu, &targets()) else {
+        panic!()
+    };
+    assert_eq!(response.header.tsih, 1);
+    let timers = Timers {
+        nop_interval: Duration::from_secs(5),
+        nop_timeout: Duration::from_secs(5),
+    };
+    let portals = vec!["127.0.0.1:3260".parse().unwrap()];
+    let mut s = Session::new(*est, &limits, timers, portals, t0);
+    assert_eq!(
+        s.digests(),
+        Digests {
+            header: true,
+            data: true
+        }
+    );
+
+    let c = ScsiCommand {
+        final_bit: true,
+        read: true,
+        itt: 2,
+        expected_len: 8192,
+        cmd_sn: 5,
+        cdb: read10(0, 16),
+        ..ScsiCommand::default()
+    };
+    let mut bytes = Vec::new();
+    encode_pdu(
+        &mut bytes,
+        Header::ScsiCommand(c).encode(0, 0),
+        &[],
+        s.digests(),
+    );
+    let (pdu, used) = Pdu::parse(&bytes, s.digests(), s.max_recv_data()).unwrap();
+    assert_eq!(used, 52);
+    let mut scsi = MemTarget::new(&[(2048, false)]);
+    assert_eq!(s.handle_pdu(&pdu, t0, &mut scsi, &targets()), None);
+    let mut offsets = Vec::new();
+    while let Some(t) = s.poll_transmit() {
+        let Header::DataIn(d) = Header::parse(&t.header.bhs()) else {
+            panic!()
+        };
+        assert_eq!(t.header.as_slice().len(), 52);
+        assert!(t.data_digest);
+        assert_eq!(
+            t.data,
+            Payload::Store {
+                lun: 0,
+                offset: u64::from(d.buffer_offset),
+                len: 4096
+            }
+        );
+        offsets.push((d.buffer_offset, d.has_status, d.stat_sn));
+    }
+    assert_eq!(offsets, vec![(0, false, 1), (4096, true, 1)]);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+}
+
+#[test]
+fn data_out_of_an_aborted_write_is_discarded() {
+    let mut h = start(write_params());
+    let itt = h.command(write10(0, 16, false), 0, 8192, false, &[]);
+    let got = h.drain();
+    let Header::R2t(r) = got[0].h else {
+        panic!("{got:?}")
+    };
+    assert_eq!(tmf(&mut h, 1, 0, itt), 0);
+    assert_eq!(h.feed(data_out(itt, r.ttt, 0, false), &[0; 4096]), None);
+    assert!(
+        h.drain().is_empty(),
+        "no Reject for data already on its way"
+    );
 }
