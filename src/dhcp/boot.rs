@@ -163,7 +163,7 @@ pub fn select(
     host: Option<&HostConfig>,
     server: Ipv4Addr,
 ) -> Option<Boot> {
-    if !client.wants_boot() && !host.is_some_and(|h| h.boot.is_some()) {
+    if !client.wants_boot() && host.is_none_or(|h| h.boot.is_none()) {
         return None;
     }
     let by_arch = || {

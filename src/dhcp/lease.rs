@@ -371,7 +371,7 @@ impl Pool {
                     self.cursor = offset + 1;
                     return Some(ip);
                 }
-                Some(l) if oldest.map_or(true, |(t, _)| l.expires < t) => {
+                Some(l) if oldest.is_none_or(|(t, _)| l.expires < t) => {
                     oldest = Some((l.expires, ip))
                 }
                 Some(_) => {}

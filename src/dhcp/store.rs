@@ -67,7 +67,7 @@ fn unhex(s: &str) -> Option<ClientId> {
     if s == "-" {
         return Some(ClientId(Vec::new()));
     }
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     let bytes = (0..s.len())

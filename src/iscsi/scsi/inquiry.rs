@@ -131,7 +131,7 @@ fn scsi_name(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();
     v.truncate(251);
     v.push(0);
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
     v

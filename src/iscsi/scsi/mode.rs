@@ -221,7 +221,7 @@ fn check_block_descriptors(
     at: usize,
 ) -> Result<(), Sense> {
     let size = if long { 16 } else { 8 };
-    if bds.len() % size != 0 {
+    if !bds.len().is_multiple_of(size) {
         return Err(Sense::parameter_list_length_error());
     }
     for (i, bd) in bds.chunks_exact(size).enumerate() {
