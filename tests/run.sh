@@ -9,14 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# command -> Debian package that provides it
-declare -A need=(
-  [curl]=curl [atftp]=atftp [tftp]=tftp-hpa [ip]=iproute2 [tc]=iproute2
-  [promtool]=prometheus
+# Debian packages of the real clients and peers the tests drive.
+packages=(
+  curl atftp tftp-hpa iproute2 prometheus        # TFTP clients, promtool
+  libiscsi-bin qemu-utils qemu-block-extra       # iSCSI initiators
+  udhcpc isc-dhcp-client dnsmasq python3-scapy   # DHCP clients and peer
 )
 missing=()
-for cmd in "${!need[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -26,7 +27,13 @@ if ((${#missing[@]})); then
   echo "tests/run.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # qemu-block-extra (qemu's iSCSI driver) needs qemu-utils of its own
+  # version; some machine images carry a newer, backported qemu-utils.
+  if [[ " ${missing[*]} " == *" qemu-block-extra "* ]]; then
+    qver=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2}')
+    missing+=("qemu-utils=$qver")
+  fi
+  apt-get install -y -qq --allow-downgrades --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 cargo fmt --all -- --check
