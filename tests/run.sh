@@ -14,6 +14,7 @@ packages=(
   curl atftp tftp-hpa iproute2 prometheus        # TFTP clients, promtool
   libiscsi-bin qemu-utils qemu-block-extra       # iSCSI initiators
   udhcpc isc-dhcp-client dnsmasq python3-scapy   # DHCP clients and peer
+  nftables                                       # packet loss in test namespaces
 )
 missing=()
 for p in "${packages[@]}"; do

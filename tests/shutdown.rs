@@ -16,15 +16,29 @@ fn sigterm_lets_a_transfer_in_flight_finish() {
     let out = server.dir.path().join("out");
     // tftp-hpa: 512-byte lockstep, several thousand round trips.
     let mut client = Command::new("tftp")
-        .args(["127.0.0.1", &server.port().to_string(), "-m", "binary", "-c", "get", "big.bin"])
+        .args([
+            "127.0.0.1",
+            &server.port().to_string(),
+            "-m",
+            "binary",
+            "-c",
+            "get",
+            "big.bin",
+        ])
         .arg(&out)
         .spawn()
         .unwrap();
     server.wait_for_log("RRQ \"big.bin\"", Duration::from_secs(10));
-    let status = server.stop_with(15, Duration::from_secs(10)).expect("dlsd did not exit within the grace");
+    let status = server
+        .stop_with(15, Duration::from_secs(10))
+        .expect("dlsd did not exit within the grace");
     assert!(status.success(), "{status:?}\n{}", server.log());
     assert!(client.wait().unwrap().success());
-    assert_eq!(sha256_file(&out), sha256(&data), "the transfer in flight must complete");
+    assert_eq!(
+        sha256_file(&out),
+        sha256(&data),
+        "the transfer in flight must complete"
+    );
     assert!(server.log().contains("completed=1"), "{}", server.log());
 }
 
@@ -35,15 +49,22 @@ fn no_new_requests_after_sigterm_and_grace_is_bounded() {
     let mut server = Server::start("", "");
     server.put("f.bin", &pattern(100_000, 6));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.send_to(b"\x00\x01f.bin\x00octet\x00timeout\x0030\x00", server.addr).unwrap();
+    sock.send_to(b"\x00\x01f.bin\x00octet\x00timeout\x0030\x00", server.addr)
+        .unwrap();
     server.wait_for_log("RRQ \"f.bin\"", Duration::from_secs(10));
     let started = Instant::now();
-    let status = server.stop_with(15, Duration::from_secs(15)).expect("dlsd did not exit");
+    let status = server
+        .stop_with(15, Duration::from_secs(15))
+        .expect("dlsd did not exit");
     assert!(status.success());
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
     // The stuck client was told.
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 600];
     let mut saw_error = false;
     while let Ok((n, _)) = sock.recv_from(&mut buf) {
@@ -51,5 +72,8 @@ fn no_new_requests_after_sigterm_and_grace_is_bounded() {
             saw_error = true;
         }
     }
-    assert!(saw_error, "the client in flight gets an ERROR at the end of the grace");
+    assert!(
+        saw_error,
+        "the client in flight gets an ERROR at the end of the grace"
+    );
 }

@@ -342,7 +342,7 @@ impl Control {
             new.http = self.config.http.clone();
         }
         let tftp_ctx = match &new.tftp {
-            Some(t) => match TftpContext::new(t, self.engine.stats().len()) {
+            Some(t) => match TftpContext::new(t) {
                 Ok(ctx) => Some(Arc::new(ctx)),
                 Err(e) => {
                     error!("reload refused, keeping the running configuration: {e}");

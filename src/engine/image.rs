@@ -27,26 +27,61 @@ pub const MAX_NETASCII_SIZE: u64 = 256 << 20;
 pub enum Image {
     /// A zero-length file (which cannot be mapped).
     Empty,
-    /// The whole file, mapped read-only.
-    Mapped(Mmap),
+    /// The whole file, mapped read-only; `origin` says what it was.
+    Mapped { map: Mmap, origin: Origin },
     /// Bytes prepared in memory (netascii conversion).
     Buffer(Vec<u8>),
     /// The open file, read with `pread` per window: the fallback path.
-    File { file: File, len: u64 },
+    File { origin: Origin },
+}
+
+/// The file behind an image and what it looked like when the image was
+/// made, so a rewrite in place can be noticed.
+#[derive(Debug)]
+pub struct Origin {
+    pub file: File,
+    pub size: u64,
+    mtime_ns: i128,
+}
+
+fn mtime_ns(meta: &Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+impl Origin {
+    /// True when the file no longer has the size and mtime it had: it was
+    /// truncated or rewritten in place, and a transfer would mix old and
+    /// new bytes. (A file replaced by rename is another inode; this one is
+    /// unchanged and its transfers finish with the old bytes.)
+    pub fn changed(&self) -> bool {
+        match self.file.metadata() {
+            Ok(meta) => meta.len() != self.size || mtime_ns(&meta) != self.mtime_ns,
+            Err(_) => true,
+        }
+    }
 }
 
 impl Image {
     pub fn len(&self) -> u64 {
         match self {
             Image::Empty => 0,
-            Image::Mapped(m) => m.len() as u64,
+            Image::Mapped { map, .. } => map.len() as u64,
             Image::Buffer(b) => b.len() as u64,
-            Image::File { len, .. } => *len,
+            Image::File { origin } => origin.size,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// True when the file behind the image changed since it was made
+    /// (in-memory images never change).
+    pub fn changed(&self) -> bool {
+        match self {
+            Image::Mapped { origin, .. } | Image::File { origin } => origin.changed(),
+            Image::Empty | Image::Buffer(_) => false,
+        }
     }
 
     /// The in-memory range `[offset, offset + len)`, or `None` for the pread
@@ -58,10 +93,10 @@ impl Image {
         }
         match self {
             Image::Empty => Some(Segment::from_slice(&[])),
-            Image::Mapped(m) => Some(Segment {
+            Image::Mapped { map, .. } => Some(Segment {
                 // In bounds (checked above); the pointer is only handed to
                 // the kernel, see sys::map_file.
-                ptr: m.as_ptr().wrapping_add(offset as usize),
+                ptr: map.as_ptr().wrapping_add(offset as usize),
                 len,
             }),
             Image::Buffer(b) => b
@@ -108,22 +143,20 @@ impl ImageCache {
     /// inode, size and mtime still match.
     pub fn get(&self, file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Arc<Image>> {
         if flavor == Flavor::Pread {
-            return Ok(Arc::new(Image::File {
-                file,
-                len: meta.len(),
-            }));
+            // Not cached: each transfer owns its descriptor.
+            return build(file, meta, flavor).map(Arc::new);
         }
         let key = Key {
             dev: meta.dev(),
             ino: meta.ino(),
             flavor,
         };
-        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        let mtime_ns = mtime_ns(meta);
         if let Some(image) = self.lookup(&key, meta.len(), mtime_ns) {
             return Ok(image);
         }
         // Built outside the lock: a netascii conversion reads the file.
-        let image = Arc::new(build(file, meta.len(), flavor)?);
+        let image = Arc::new(build(file, meta, flavor)?);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= 256 {
             entries.retain(|_, e| e.image.strong_count() > 0);
@@ -164,10 +197,19 @@ impl ImageCache {
     }
 }
 
-fn build(mut file: File, len: u64, flavor: Flavor) -> io::Result<Image> {
+fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
+    let len = meta.len();
     match flavor {
         Flavor::Octet if len == 0 => Ok(Image::Empty),
-        Flavor::Octet => sys::map_file(&file).map(Image::Mapped),
+        Flavor::Octet => {
+            let map = sys::map_file(&file)?;
+            let origin = Origin {
+                file,
+                size: len,
+                mtime_ns: mtime_ns(meta),
+            };
+            Ok(Image::Mapped { map, origin })
+        }
         Flavor::Netascii => {
             if len > MAX_NETASCII_SIZE {
                 return Err(io::Error::other("file too large for netascii mode"));
@@ -176,7 +218,13 @@ fn build(mut file: File, len: u64, flavor: Flavor) -> io::Result<Image> {
             file.read_to_end(&mut raw)?;
             Ok(Image::Buffer(to_netascii(&raw)))
         }
-        Flavor::Pread => Ok(Image::File { file, len }),
+        Flavor::Pread => Ok(Image::File {
+            origin: Origin {
+                file,
+                size: len,
+                mtime_ns: mtime_ns(meta),
+            },
+        }),
     }
 }
 

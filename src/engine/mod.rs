@@ -29,7 +29,6 @@ use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::sys;
-use image::ImageCache;
 use stats::WorkerStats;
 use tftp::TftpContext;
 use worker::Worker;
@@ -57,7 +56,7 @@ struct WorkerHandle {
 pub struct Engine {
     workers: Vec<WorkerHandle>,
     stats: Vec<Arc<WorkerStats>>,
-    cache: Arc<ImageCache>,
+    tftp: Arc<tftp::Shared>,
 }
 
 impl Engine {
@@ -67,9 +66,9 @@ impl Engine {
     pub fn start(config: &Config) -> io::Result<Engine> {
         let count = config.worker_count();
         let cores = sys::allowed_cores();
-        let cache = Arc::new(ImageCache::default());
+        let shared = Arc::new(tftp::Shared::default());
         let tftp_ctx = match &config.tftp {
-            Some(t) => Some(Arc::new(TftpContext::new(t, count)?)),
+            Some(t) => Some(Arc::new(TftpContext::new(t)?)),
             None => None,
         };
         let iscsi_ctx = match &config.iscsi {
@@ -108,7 +107,7 @@ impl Engine {
                 rx,
                 stats.clone(),
                 config.engine.shutdown_grace,
-                tftp_ctx.clone().map(|ctx| (ctx, cache.clone(), listeners)),
+                tftp_ctx.clone().map(|ctx| (ctx, shared.clone(), listeners)),
                 iscsi_ctx.clone().map(|ctx| (ctx, iscsi_listeners)),
             )?;
             pending.push((worker, core, tx, waker));
@@ -149,7 +148,7 @@ impl Engine {
         Ok(Engine {
             workers,
             stats: all_stats,
-            cache,
+            tftp: shared,
         })
     }
 
@@ -186,8 +185,9 @@ impl Engine {
         &self.stats
     }
 
-    pub fn image_cache(&self) -> &Arc<ImageCache> {
-        &self.cache
+    /// What the TFTP services share (file images, transfers in flight).
+    pub fn tftp_shared(&self) -> &Arc<tftp::Shared> {
+        &self.tftp
     }
 
     /// True once any worker thread has ended (normally only after shutdown).

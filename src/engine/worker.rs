@@ -14,9 +14,9 @@ use crossbeam::channel::Receiver;
 use log::{debug, error, info};
 use mio::{Events, Poll, Token};
 
-use super::image::ImageCache;
 use super::iscsi::{IscsiContext, IscsiService};
 use super::stats::WorkerStats;
+use super::tftp as tftp_shared;
 use super::tftp::{TftpContext, TftpService};
 use super::Command;
 
@@ -43,7 +43,11 @@ impl Worker {
         commands: Receiver<Command>,
         stats: Arc<WorkerStats>,
         grace: Duration,
-        tftp: Option<(Arc<TftpContext>, Arc<ImageCache>, Vec<mio::net::UdpSocket>)>,
+        tftp: Option<(
+            Arc<TftpContext>,
+            Arc<tftp_shared::Shared>,
+            Vec<mio::net::UdpSocket>,
+        )>,
         iscsi: Option<(Arc<IscsiContext>, Vec<mio::net::TcpListener>)>,
     ) -> io::Result<Worker> {
         let tftp = match tftp {

@@ -52,6 +52,16 @@ impl TargetAdapter {
         }
     }
 
+    /// Tells logical unit `lun` its backing store now holds `size_bytes`;
+    /// a change of capacity raises UNIT ATTENTION 2A/09 for this nexus.
+    pub fn resize(&mut self, lun: u16, size_bytes: u64) {
+        if let Some(unit) = self.target.lu_mut(lun) {
+            if unit.config().size_bytes != size_bytes {
+                unit.set_size(size_bytes);
+            }
+        }
+    }
+
     fn lun(cmd: &Command<'_>) -> [u8; 8] {
         cmd.lun.to_be_bytes()
     }

@@ -72,6 +72,20 @@ pub struct IscsiConfig {
     /// Commands in flight per session (the CmdSN window).
     #[serde(default = "IscsiConfig::default_queue_depth")]
     pub queue_depth: u32,
+    /// How Data-In bytes leave: `sendfile` (in the kernel, where the OS can
+    /// send from the store) or `pread` (through a buffer; also what data
+    /// digests use). Both send the same bytes.
+    #[serde(default)]
+    pub read_path: ReadPath,
+}
+
+/// See [`IscsiConfig::read_path`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPath {
+    #[default]
+    Sendfile,
+    Pread,
 }
 
 /// `[[iscsi.target]]`.

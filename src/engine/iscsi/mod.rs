@@ -34,7 +34,7 @@ use super::timers::Timers;
 use crate::iscsi::adapter::TargetAdapter;
 use crate::iscsi::backend::Payload;
 use crate::iscsi::chap::CHALLENGE_LEN;
-use crate::iscsi::config::IscsiConfig;
+use crate::iscsi::config::{IscsiConfig, ReadPath};
 use crate::iscsi::frame::{self, Digests, Frame, Pdu};
 use crate::iscsi::login::{Established, Login, SessionType, Step, TargetEntry, LOGIN_MAX_DATA};
 use crate::iscsi::negotiate::Limits;
@@ -93,9 +93,12 @@ impl IscsiContext {
             let mut luns = Vec::new();
             let mut units = Vec::new();
             for (l, lun) in target.luns.iter().enumerate() {
-                let store = Store::open(&lun.path, lun.read_only).map_err(|e| {
+                let mut store = Store::open(&lun.path, lun.read_only).map_err(|e| {
                     io::Error::new(e.kind(), format!("iscsi.target[{t}].luns[{l}]: {e}"))
                 })?;
+                if config.read_path == ReadPath::Pread {
+                    store.sendfile = false;
+                }
                 units.push(LogicalUnit::new(LuConfig {
                     target_iqn: target.iqn.clone(),
                     lun: l as u16,
@@ -160,6 +163,9 @@ struct Conn {
     timer: Option<Instant>,
     /// The input stopped at a bound or for back-pressure: read again soon.
     more: bool,
+    /// When the stores' sizes were last compared with what the session's
+    /// logical units report.
+    size_checked: Instant,
     /// Session counters already added to the worker's, so each drive adds
     /// only what is new and a scrape sees sessions that are still open.
     reported: crate::iscsi::session::Stats,
@@ -318,6 +324,9 @@ impl IscsiService {
                 out: OutQueue::default(),
                 timer: None,
                 more: true,
+                // Due at once: a new session must not start with a size
+                // the store had at start-up.
+                size_checked: now.checked_sub(SIZE_CHECK_INTERVAL).unwrap_or(now),
                 reported: Default::default(),
             });
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +393,7 @@ impl IscsiService {
         if c.out.pending() > MAX_QUEUED {
             return Ok(());
         }
+        check_sizes(c, &ctx, now);
         let eof = fill(c)?;
         let mut handled = 0;
         loop {
@@ -622,6 +632,33 @@ fn full_feature(est: Established, c: &Conn, ctx: &IscsiContext, now: Instant) ->
         session: Box::new(session),
         adapter: TargetAdapter::new(scsi, NexusId(h)),
         target,
+    }
+}
+
+/// How often a session compares its stores' sizes with its capacity.
+const SIZE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Notices a backing store that was grown or shrunk (a zvol resized, an
+/// image extended) so the session's next command sees UNIT ATTENTION
+/// "capacity data has changed" and the new size. One fstat or ioctl per LUN
+/// per second per connection.
+fn check_sizes(c: &mut Conn, ctx: &IscsiContext, now: Instant) {
+    if now.saturating_duration_since(c.size_checked) < SIZE_CHECK_INTERVAL {
+        return;
+    }
+    let Phase::Full {
+        adapter,
+        target: Some(t),
+        ..
+    } = &mut c.phase
+    else {
+        return;
+    };
+    c.size_checked = now;
+    for (lun, store) in ctx.stores.get(*t).into_iter().flatten().enumerate() {
+        if let Ok(size) = store.current_size() {
+            adapter.resize(lun as u16, size);
+        }
     }
 }
 

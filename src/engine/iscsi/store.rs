@@ -65,6 +65,16 @@ impl Store {
         })
     }
 
+    /// The store's size now (it may have been grown or shrunk since start).
+    pub fn current_size(&self) -> io::Result<u64> {
+        let meta = self.file.metadata()?;
+        if meta.file_type().is_block_device() {
+            sys::block_device_size(&self.file)
+        } else {
+            Ok(meta.len())
+        }
+    }
+
     /// Runs one I/O request of a session.
     pub fn run(&self, req: &IoRequest) -> IoResult {
         let r = match req {

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,8 +64,8 @@ pub struct TftpContext {
 }
 
 impl TftpContext {
-    /// Opens the root and derives per-worker limits.
-    pub fn new(config: &TftpConfig, workers: usize) -> io::Result<TftpContext> {
+    /// Opens the root.
+    pub fn new(config: &TftpConfig) -> io::Result<TftpContext> {
         let root = File::open(&config.root).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -82,9 +82,17 @@ impl TftpContext {
                 rollover: config.rollover,
             },
             send_path: config.send_path,
-            max_transfers: config.max_transfers.div_ceil(workers.max(1)),
+            max_transfers: config.max_transfers,
         })
     }
+}
+
+/// What every worker's TFTP service shares: the file images and the count
+/// of transfers in flight (the limit is across workers).
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub cache: ImageCache,
+    pub in_flight: AtomicUsize,
 }
 
 /// Binds one listener of one worker.
@@ -116,6 +124,8 @@ struct Session {
     path: SendPath,
     /// Cleared when the kernel refuses GSO towards this client.
     gso: bool,
+    /// When the file was last checked for a rewrite in place.
+    checked: Instant,
 }
 
 /// Buffers reused by every send and receive of the worker.
@@ -134,7 +144,7 @@ struct Scratch {
 /// One worker's TFTP service.
 pub struct TftpService {
     ctx: Arc<TftpContext>,
-    cache: Arc<ImageCache>,
+    shared: Arc<Shared>,
     stats: Arc<WorkerStats>,
     listeners: Vec<UdpSocket>,
     /// Each listener's bound address, where its transfers' sockets bind.
@@ -149,7 +159,7 @@ pub struct TftpService {
 impl TftpService {
     pub fn new(
         ctx: Arc<TftpContext>,
-        cache: Arc<ImageCache>,
+        shared: Arc<Shared>,
         stats: Arc<WorkerStats>,
         listeners: Vec<UdpSocket>,
         registry: &Registry,
@@ -160,7 +170,7 @@ impl TftpService {
         }
         Ok(TftpService {
             ctx,
-            cache,
+            shared,
             stats,
             local: listeners.iter().map(|l| l.local_addr().ok()).collect(),
             listeners,
@@ -344,10 +354,12 @@ impl TftpService {
                 "Unsupported transfer mode",
             );
         };
-        if self.sessions.len() >= self.ctx.max_transfers {
+        // A cheap early look, so an overloaded server opens no files; the
+        // slot is taken for real just before the transfer starts.
+        if self.shared.in_flight.load(Ordering::Relaxed) >= self.ctx.max_transfers {
             debug!(
-                "tftp: {peer}: {name:?}: refused, {} transfers in flight on this worker",
-                self.sessions.len()
+                "tftp: {peer}: {name:?}: refused, {} transfers in flight",
+                self.shared.in_flight.load(Ordering::Relaxed)
             );
             return self.refuse(
                 listener,
@@ -407,6 +419,7 @@ impl TftpService {
             bytes: 0,
             path: self.ctx.send_path,
             gso: true,
+            checked: now,
         };
         if let Err(e) = registry.register(
             &mut session.socket,
@@ -420,6 +433,23 @@ impl TftpService {
                 TftpError::Internal,
                 ErrorCode::NotDefined,
                 "Server error",
+            );
+        }
+        // The limit is across all workers: one shared counter, touched once
+        // per request and once per finished transfer, never per packet.
+        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= self.ctx.max_transfers {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            debug!(
+                "tftp: {peer}: {:?}: refused, transfer limit reached",
+                session.name
+            );
+            let _ = registry.deregister(&mut session.socket);
+            return self.refuse(
+                listener,
+                peer,
+                TftpError::Busy,
+                ErrorCode::NotDefined,
+                "Server busy, try again later",
             );
         }
         entry.insert(session);
@@ -471,7 +501,7 @@ impl TftpService {
             (Mode::Octet, SendPath::Pread) => Flavor::Pread,
             (Mode::Octet, _) => Flavor::Octet,
         };
-        self.cache.get(file, &meta, flavor).map_err(|e| {
+        self.shared.cache.get(file, &meta, flavor).map_err(|e| {
             warn!("tftp: {peer}: {name:?}: cannot prepare file: {e}");
             (
                 TftpError::Internal,
@@ -562,7 +592,7 @@ impl TftpService {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        send::flush(s, &mut self.scratch, &self.stats, &self.cache, now);
+        send::flush(s, &mut self.scratch, &self.stats, &self.shared.cache, now);
         let deadline = s.transfer.poll_timeout();
         self.timers.reschedule(key, &mut s.timer, deadline);
         if s.transfer.is_done() {
@@ -576,6 +606,7 @@ impl TftpService {
         let _ = registry.deregister(&mut s.socket);
         let stats = &self.stats.tftp;
         stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         stats
             .retransmits
             .fetch_add(s.transfer.retransmitted(), Ordering::Relaxed);

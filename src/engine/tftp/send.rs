@@ -6,7 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::net::UdpSocket;
@@ -28,6 +28,7 @@ pub(super) fn flush(
     now: Instant,
 ) {
     loop {
+        let mut attempted = 1;
         let sent = match s.transfer.poll_transmit() {
             None => return,
             Some(Transmit::Oack(bytes)) => send_one(&s.socket, bytes, s.peer),
@@ -39,7 +40,14 @@ pub(super) fn flush(
                 let _ = send_one(&s.socket, &scratch.out, s.peer);
                 Ok(1)
             }
-            Some(Transmit::Window { first, count }) => send_window(s, first, count, scratch, stats),
+            Some(Transmit::Window { first, count }) => {
+                attempted = count;
+                if file_changed(s, first + count - 1, now) {
+                    Err(io::Error::from_raw_os_error(libc::EFAULT))
+                } else {
+                    send_window(s, first, count, scratch, stats)
+                }
+            }
         };
         match sent {
             Ok(0) => return,
@@ -55,12 +63,49 @@ pub(super) fn flush(
                 s.transfer
                     .abort(ErrorCode::NotDefined, "File changed on server");
             }
+            Err(e) if is_transient(&e) => {
+                // A firewall drop, a full queue or an ICMP error left over
+                // from an earlier packet: to the transfer it is loss, which
+                // its timer recovers from, not a reason to give up.
+                debug!("tftp: {}: send failed ({e}); treated as loss", s.peer);
+                s.transfer.on_sent(attempted, now);
+            }
             Err(e) => {
                 debug!("tftp: {}: send failed: {e}", s.peer);
                 s.transfer.abort(ErrorCode::NotDefined, "Server error");
             }
         }
     }
+}
+
+/// How often a transfer checks that its file was not rewritten in place.
+const CHANGE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// True when the file under the transfer was truncated or rewritten in
+/// place since the transfer began. Checked (one fstat) at most every
+/// [`CHANGE_CHECK_INTERVAL`], and always before the window that holds the
+/// last block, so a transfer never completes with a mix of old and new
+/// bytes: a change before the last window ends it with an ERROR.
+fn file_changed(s: &mut Session, last_in_window: u64, now: Instant) -> bool {
+    let is_last = s.transfer.block(last_in_window).len < s.transfer.blksize();
+    if !is_last && now.saturating_duration_since(s.checked) < CHANGE_CHECK_INTERVAL {
+        return false;
+    }
+    s.checked = now;
+    s.image.changed()
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM)
+            | Some(libc::ENOBUFS)
+            | Some(libc::ECONNREFUSED)
+            | Some(libc::EHOSTUNREACH)
+            | Some(libc::ENETUNREACH)
+            | Some(libc::EHOSTDOWN)
+            | Some(libc::ENETDOWN)
+    )
 }
 
 fn send_one(socket: &UdpSocket, bytes: &[u8], peer: SocketAddr) -> io::Result<u64> {
@@ -87,7 +132,8 @@ fn send_window(
     // Where the payloads come from: the shared image, or a pread buffer.
     let first_block = s.transfer.block(first);
     let pread_base = match &*s.image {
-        Image::File { file, .. } => {
+        Image::File { origin } => {
+            let file = &origin.file;
             let last = s.transfer.block(first + count as u64 - 1);
             let total = (last.offset - first_block.offset) as usize + last.len;
             scratch.pread.resize(total, 0);
