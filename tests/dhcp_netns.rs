@@ -3,7 +3,7 @@
 //! Drop). The service runs on a thread that entered the server namespace;
 //! nothing touches a real interface.
 //!
-//! Needs root, `ip` and `udhcpc`; without them each test says so and passes.
+//! Needs root, `ip` and `udhcpc`; without them each test fails, naming the tool.
 
 use std::fs;
 use std::path::Path;
@@ -61,9 +61,14 @@ fn must(args: &[&str]) {
 
 impl Lab {
     fn new(tag: &str, tools: &[&str], with_peer: bool) -> Option<Lab> {
-        if !is_root() || !tools.iter().all(|t| have(t)) {
-            eprintln!("skipped: needs root and {tools:?}");
-            return None;
+        // Never a silent skip: a missing tool or privilege is a failure the
+        // README's test command prevents (it installs the tools, as root).
+        assert!(is_root(), "this test needs root (network namespaces)");
+        for t in tools {
+            assert!(
+                have(t),
+                "missing {t}: tests/run.sh installs it (iproute2, udhcpc, isc-dhcp-client, dnsmasq)"
+            );
         }
         let id = std::process::id() % 100_000;
         let name = |role: &str| format!("dls-dhcp-{id}-{tag}-{role}");
