@@ -120,3 +120,43 @@ fn reload_during_a_copy_leaves_it_intact() {
     assert!(status.success(), "{}", server.log());
     assert_eq!(sha256_file(&out), sha256(&data));
 }
+
+#[test]
+fn sixteen_sessions_at_once_all_read_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lun = dir.path().join("lun.img");
+    let data = pattern(8 << 20, 77);
+    std::fs::write(&lun, &data).unwrap();
+    let port = free_tcp();
+    let server = Server::start("", &iscsi_section(port, &lun, "sendfile"));
+    let copies: Vec<_> = (0..16)
+        .map(|i| {
+            let out = server.dir.path().join(format!("copy{i}.raw"));
+            let child = Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", "raw"])
+                .arg(format!("iscsi://127.0.0.1:{port}/{IQN}/0"))
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    for (child, out) in copies {
+        let result = child.wait_with_output().unwrap();
+        assert!(
+            result.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&result.stderr),
+            server.log()
+        );
+        assert_eq!(sha256_file(&out), sha256(&data));
+    }
+    assert_eq!(
+        server.log().matches("logged in (Normal").count(),
+        16,
+        "{}",
+        server.log()
+    );
+}
