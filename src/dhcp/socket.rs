@@ -24,7 +24,7 @@
 //! rebinding on reload when `interface` or `mode` changes (a restart does).
 
 use std::collections::BTreeMap;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Instant, SystemTime};
@@ -35,7 +35,9 @@ use log::{debug, info, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn};
+use nix::sys::socket::{
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn,
+};
 
 use super::config::{DhcpConfig, Mode};
 use super::lease::{Bindings, Record};
@@ -92,7 +94,7 @@ struct Batch {
     journal: Vec<Record>,
     /// Each reply, whether it depends on `journal` being durable, and when
     /// its request was received.
-    replies: Vec<(Outgoing, bool, Instant)>,
+    replies: Vec<(Outgoing, bool, Instant, Ipv4Addr)>,
 }
 
 struct Listener {
@@ -222,7 +224,7 @@ impl Service {
                 let durable = !decision.journal.is_empty();
                 batch.journal.extend(decision.journal);
                 if let Some(reply) = decision.reply {
-                    batch.replies.push((reply, durable, started));
+                    batch.replies.push((reply, durable, started, local_addr));
                 }
             }
             Err(why) => *self.counters.ignored.entry(why.label()).or_default() += 1,
@@ -250,12 +252,12 @@ impl Service {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
-        for (reply, needs_durable, started) in batch.replies {
+        for (reply, needs_durable, started, local) in batch.replies {
             if needs_durable && !durable {
                 continue;
             }
             let to = SocketAddr::V4(reply.destination);
-            if let Err(e) = listener.socket.send_to(&reply.bytes, to) {
+            if let Err(e) = send_from(&listener.socket, &reply.bytes, reply.destination, local) {
                 self.counters.send_errors += 1;
                 debug!("dhcp: send to {to} failed: {e}");
                 continue;
@@ -359,4 +361,42 @@ fn receive(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV
         }
     }
     Ok((msg.bytes, source, local))
+}
+
+/// Sends `bytes` to `dest` with `source` (the address the request was sent
+/// to) as the IP source: RFC 1122 section 4.1.3.5, a multihomed host
+/// answers from the address it was asked on.
+fn send_from(
+    socket: &UdpSocket,
+    bytes: &[u8],
+    dest: SocketAddrV4,
+    source: Ipv4Addr,
+) -> io::Result<usize> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(source).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let with_source = [ControlMessage::Ipv4PacketInfo(&info)];
+    let cmsgs: &[ControlMessage] = if source.is_unspecified() {
+        &[]
+    } else {
+        &with_source
+    };
+    let iov = [IoSlice::new(bytes)];
+    let to = SockaddrIn::from(dest);
+    loop {
+        match sendmsg(
+            socket.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::empty(),
+            Some(&to),
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
 }
