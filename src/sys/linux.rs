@@ -271,24 +271,3 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     };
     cvt(ret).map(|_| ())
 }
-
-/// Fills `buf` from the kernel's random source.
-pub fn random(buf: &mut [u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled part of buf.
-        let n = unsafe {
-            libc::getrandom(
-                buf[done..].as_mut_ptr() as *mut libc::c_void,
-                buf.len() - done,
-                0,
-            )
-        };
-        match cvt(n) {
-            Ok(n) => done += n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}

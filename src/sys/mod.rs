@@ -98,3 +98,21 @@ pub fn pread_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Resu
     }
     Ok(done)
 }
+
+/// Fills `buf` from the kernel's random source (getrandom(2): Linux 3.17+,
+/// FreeBSD 12+).
+pub fn random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe `rest`, which stays
+        // borrowed for the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr() as *mut libc::c_void, rest.len(), 0) };
+        match cvt(n) {
+            Ok(n) => done += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
