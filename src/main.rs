@@ -10,8 +10,8 @@ use dls::config::Config;
 use dls::control::Control;
 use dls::engine::Engine;
 
-/// dls: network-boot server for diskless labs (TFTP today; DHCP and iSCSI
-/// are on the way).
+/// dls: network-boot server for diskless labs: DHCP and proxyDHCP, TFTP
+/// and iSCSI in one daemon.
 ///
 /// Configuration is one TOML file; README.md lists every key. Logs go to
 /// standard error; set the level with --log-level or RUST_LOG.
@@ -19,7 +19,8 @@ use dls::engine::Engine;
 #[command(name = "dlsd", version, about, long_about)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
-    #[arg(long, global = true, default_value = "info")]
+    #[arg(long, global = true, default_value = "info",
+          value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
     log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -57,9 +58,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let result = match cli.command {
-        Command::CheckConfig { path } => Config::load(&path)
-            .map(|config| print!("{}", config.to_toml()))
-            .map_err(|e| format!("invalid configuration: {e}")),
+        Command::CheckConfig { path } => check_config(&path),
         Command::Serve { config } => serve(&config),
         Command::Reload { config } => reload(&config),
     };
@@ -72,6 +71,41 @@ fn main() -> ExitCode {
     }
 }
 
+fn check_config(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
+    if !config.has_service() {
+        return Err(format!(
+            "{}: no service configured (add [tftp], [dhcp] or [iscsi])",
+            path.display()
+        ));
+    }
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every TFTP transfer
+/// and iSCSI connection holds descriptors, and a shell's default of 1024
+/// would quietly cap a boot storm.
+fn raise_fd_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        log::warn!("cannot raise the open-file limit from {soft} to {hard}");
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    if let Some(t) = &config.tftp {
+        // Each transfer holds a socket and, on the pread path, the file.
+        if (2 * t.max_transfers) as u64 + 64 > limit {
+            log::warn!(
+                "open-file limit {limit} is low for tftp.max_transfers = {}: some transfers will fail to open",
+                t.max_transfers
+            );
+        }
+    }
+}
+
 fn serve(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
     if !config.has_service() {
@@ -80,6 +114,7 @@ fn serve(path: &Path) -> Result<(), String> {
             path.display()
         ));
     }
+    raise_fd_limit(&config);
     let pid_file = config.engine.pid_file.clone();
     let engine = Engine::start(&config).map_err(|e| format!("cannot start: {e}"))?;
     let control = Control::new(path, config, engine).map_err(|e| format!("cannot start: {e}"))?;

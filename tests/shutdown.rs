@@ -77,3 +77,36 @@ fn no_new_requests_after_sigterm_and_grace_is_bounded() {
         "the client in flight gets an ERROR at the end of the grace"
     );
 }
+
+#[test]
+fn a_second_sigterm_ends_the_grace_at_once() {
+    // Two workers, one of them idle: the idle one ends at the first signal,
+    // and the control thread must still hear the second.
+    let mut server = Server::start("", "");
+    server.put("f.bin", &pattern(100_000, 8));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // timeout=30 and no ACK: this transfer alone would hold the 3 s grace.
+    sock.send_to(b"\x00\x01f.bin\x00octet\x00timeout\x0030\x00", server.addr)
+        .unwrap();
+    server.wait_for_log("RRQ \"f.bin\"", Duration::from_secs(10));
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = server
+        .stop_with(15, Duration::from_secs(10))
+        .expect("dlsd did not exit");
+    assert!(status.success(), "{}", server.log());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}\n{}",
+        started.elapsed(),
+        server.log()
+    );
+    assert!(
+        server.log().contains("second stop signal"),
+        "{}",
+        server.log()
+    );
+}

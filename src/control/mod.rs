@@ -121,7 +121,10 @@ impl Control {
             if let Some(h) = self.http.as_mut() {
                 h.expire(self.poll.registry(), now);
             }
-            if self.engine.any_finished() {
+            // While stopping, keep serving signals (a second one ends the
+            // grace early) and HTTP (health says 503) until every worker is
+            // done; a worker that ends unasked is a failure: stop at once.
+            if self.engine.all_finished() || (!self.stopping && self.engine.any_finished()) {
                 break;
             }
         }

@@ -42,10 +42,16 @@ pub struct Origin {
     pub file: File,
     pub size: u64,
     mtime_ns: i128,
+    /// Inode change time: a writer can set mtime back, not ctime.
+    ctime_ns: i128,
 }
 
 fn mtime_ns(meta: &Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+fn ctime_ns(meta: &Metadata) -> i128 {
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
 }
 
 impl Origin {
@@ -55,7 +61,11 @@ impl Origin {
     /// unchanged and its transfers finish with the old bytes.)
     pub fn changed(&self) -> bool {
         match self.file.metadata() {
-            Ok(meta) => meta.len() != self.size || mtime_ns(&meta) != self.mtime_ns,
+            Ok(meta) => {
+                meta.len() != self.size
+                    || mtime_ns(&meta) != self.mtime_ns
+                    || ctime_ns(&meta) != self.ctime_ns
+            }
             Err(_) => true,
         }
     }
@@ -207,6 +217,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
                 file,
                 size: len,
                 mtime_ns: mtime_ns(meta),
+                ctime_ns: ctime_ns(meta),
             };
             Ok(Image::Mapped { map, origin })
         }
@@ -223,6 +234,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
                 file,
                 size: len,
                 mtime_ns: mtime_ns(meta),
+                ctime_ns: ctime_ns(meta),
             },
         }),
     }

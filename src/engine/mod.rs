@@ -195,6 +195,11 @@ impl Engine {
         self.workers.iter().any(|w| w.thread.is_finished())
     }
 
+    /// True once every worker thread has ended.
+    pub fn all_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.thread.is_finished())
+    }
+
     /// Waits for every worker; false if one panicked.
     pub fn join(self) -> bool {
         let mut clean = true;

@@ -109,6 +109,10 @@ pub struct Transfer {
     blksize: u64,
     windowsize: u64,
     timeout: Duration,
+    /// Timeout while the OACK waits for ACK 0: the server's own, never the
+    /// client's longer one, so a request nobody follows up (a spoofed RRQ)
+    /// holds its transfer slot for seconds, not up to 255 s x retries.
+    oack_timeout: Duration,
     max_retries: u32,
     rollover: u8,
     size: u64,
@@ -147,6 +151,7 @@ impl Transfer {
             blksize,
             windowsize: u64::from(negotiated.windowsize.max(1)),
             timeout: negotiated.timeout,
+            oack_timeout: negotiated.timeout.min(limits.timeout),
             max_retries: limits.retries,
             rollover: limits.rollover,
             size,
@@ -159,7 +164,7 @@ impl Transfer {
             retries: 0,
             // Even before the first send a deadline exists, so a transfer
             // whose socket never becomes writable still ends.
-            deadline: now + negotiated.timeout,
+            deadline: now + negotiated.timeout.min(limits.timeout),
             outcome: None,
             retransmitted: 0,
         };
@@ -245,7 +250,14 @@ impl Transfer {
             }
             Phase::Done => return,
         }
-        self.deadline = now + self.timeout;
+        self.deadline = now + self.current_timeout();
+    }
+
+    fn current_timeout(&self) -> Duration {
+        match self.phase {
+            Phase::Oack { .. } => self.oack_timeout,
+            _ => self.timeout,
+        }
     }
 
     /// Feeds one packet from the client's TID.
@@ -334,7 +346,7 @@ impl Transfer {
             }
             _ => {}
         }
-        self.deadline = now + self.timeout;
+        self.deadline = now + self.current_timeout();
     }
 
     /// Ends the transfer from the server side; the client gets an ERROR.

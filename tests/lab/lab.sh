@@ -13,6 +13,9 @@
 #   peer-kernel  SeaBIOS + iPXE ROM -> DHCP -> boot.ipxe -> vmlinuz and
 #              initrd.img over TFTP (no sanboot, no iBFT) -> Linux logs in with
 #              dls.target=/dls.portal= from its command line -> marker
+#   dls-bios, dls-uefi, dls-kernel  the same boots with one dlsd as DHCP,
+#              TFTP and iSCSI server (dnsmasq stays only to send IPv6 router
+#              advertisements, which iPXE waits for); the disk is LUN 0.
 #
 # Environment:
 #   LAB_TIMEOUT  seconds to wait for the marker (default 240)
@@ -32,11 +35,14 @@ set -euo pipefail
 
 MODE=${1:-}
 case "$MODE" in
-    peer-bios|peer-uefi|peer-kernel) ;;
-    *) echo "usage: $0 peer-bios|peer-uefi|peer-kernel" >&2; exit 2 ;;
+    peer-bios|peer-uefi|peer-kernel|dls-bios|dls-uefi|dls-kernel) ;;
+    *) echo "usage: $0 peer-bios|peer-uefi|peer-kernel|dls-bios|dls-uefi|dls-kernel" >&2; exit 2 ;;
 esac
+STACK=${MODE%%-*}   # peer or dls
+BOOT=${MODE#*-}     # bios, uefi or kernel
 
 HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+REPO=$(cd "$HERE/../.." && pwd)
 TIMEOUT=${LAB_TIMEOUT:-240}
 NET=${LAB_NET:-$(( $$ % 200 + 20 ))}
 SUBNET=10.77.$NET
@@ -170,6 +176,8 @@ ip netns exec "$NS_SRV" dumpcap -q -i br0 -w "$W/boot.pcap" >"$W/dumpcap.log" 2>
 started dumpcap $!
 for i in $(seq 1 50); do [ -s "$W/boot.pcap" ] && break; sleep 0.1; done
 
+LUN_NR=
+if [ "$STACK" = peer ]; then
 # --- iSCSI target (tgt) ------------------------------------------------------
 # The control port names a unix socket shared by every namespace: pick one
 # that no running tgtd holds.
@@ -185,11 +193,13 @@ tgt --op new --mode target --tid 1 -T "$IQN"
 tgt --op new --mode logicalunit --tid 1 --lun 1 -b "$W/lun.img"
 tgt --op bind --mode target --tid 1 -I ALL
 log "tgtd: $IQN LUN 1 on $SERVER_IP:3260 (control port $TGT_CTL)"
+LUN_NR=1
+fi
 
 # --- DHCP + TFTP (dnsmasq) ---------------------------------------------------
 mkdir -p "$W/tftp"
 cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi "$W/tftp/"
-if [ "$MODE" = peer-kernel ]; then
+if [ "$BOOT" = kernel ]; then
     cp "$W/image/vmlinuz" "$W/image/initrd.img" "$W/tftp/"
     cat > "$W/tftp/boot.ipxe" <<EOF
 #!ipxe
@@ -199,13 +209,15 @@ initrd tftp://$SERVER_IP/initrd.img
 boot
 EOF
 else
-    # iscsi:<server>:<protocol>:<port>:<LUN>:<target>; LUN 1 because of tgt.
+    # iscsi:<server>:<protocol>:<port>:<LUN>:<target>; LUN 1 on tgt (its
+    # controller is LUN 0), the default LUN 0 on dlsd.
     cat > "$W/tftp/boot.ipxe" <<EOF
 #!ipxe
 echo dls lab: sanboot $IQN from $SERVER_IP
-sanboot iscsi:$SERVER_IP:::1:$IQN
+sanboot iscsi:$SERVER_IP:::$LUN_NR:$IQN
 EOF
 fi
+if [ "$STACK" = peer ]; then
 cat > "$W/dnsmasq.conf" <<EOF
 port=0
 user=root
@@ -229,6 +241,50 @@ dhcp-boot=tag:ipxe,boot.ipxe,,$SERVER_IP
 dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,$SERVER_IP
 dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,$SERVER_IP
 EOF
+else
+# dnsmasq only for IPv6 router advertisements; everything else is dlsd's.
+cat > "$W/dnsmasq.conf" <<EOF
+port=0
+user=root
+interface=br0
+bind-interfaces
+log-facility=$W/dnsmasq.log
+dhcp-range=::,constructor:br0,ra-only
+enable-ra
+EOF
+DLSD=${DLSD:-$REPO/target/release/dlsd}
+[ -x "$DLSD" ] || (cd "$REPO" && cargo build --release --bin dlsd) >&2
+cat > "$W/dlsd.toml" <<EOF
+[engine]
+workers = 2
+shutdown_grace = "2s"
+[http]
+listen = "127.0.0.1:9100"
+[tftp]
+listen = ["$SERVER_IP:69"]
+root = "$W/tftp"
+[iscsi]
+listen = ["$SERVER_IP:3260"]
+[[iscsi.target]]
+iqn = "$IQN"
+luns = [{ path = "$W/lun.img" }]
+[dhcp]
+interface = "br0"
+range = ["$SUBNET.100", "$SUBNET.199"]
+subnet = "$SUBNET.0/24"
+router = "$SERVER_IP"
+lease_store = "$W/leases"
+[dhcp.boot]
+bios = "undionly.kpxe"
+uefi_x64 = "ipxe.efi"
+ipxe_script = "boot.ipxe"
+EOF
+ip netns exec "$NS_SRV" "$DLSD" --log-level debug serve --config "$W/dlsd.toml" >"$W/dlsd.log" 2>&1 &
+started dlsd $!
+for i in $(seq 1 50); do grep -q "running (pid" "$W/dlsd.log" && break; sleep 0.1; done
+grep -q "running (pid" "$W/dlsd.log" || { cat "$W/dlsd.log" >&2; die "dlsd did not start"; }
+log "dlsd: DHCP, TFTP and iSCSI ($IQN LUN 0) on $SERVER_IP"
+fi
 ip netns exec "$NS_SRV" dnsmasq --keep-in-foreground --conf-file="$W/dnsmasq.conf" \
     --pid-file="$W/dnsmasq.pid" >"$W/dnsmasq.out" 2>&1 &
 started dnsmasq $!
@@ -242,7 +298,7 @@ VM_UUID=6b1e0f6c-0d15-4a5b-8c1a-$(printf %012x $$)
 QEMU=(qemu-system-x86_64 -accel tcg -m 512 -display none -no-reboot -monitor none -uuid "$VM_UUID"
     -pidfile "$W/qemu.pid" -chardev "file,id=ser0,path=$W/serial.log" -serial chardev:ser0
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no)
-if [ "$MODE" != peer-uefi ]; then
+if [ "$BOOT" != uefi ]; then
     QEMU+=(-machine pc -device "virtio-net-pci,netdev=n0,mac=$VM_MAC" -boot n)
 else
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/ovmf-vars.fd"

@@ -557,10 +557,18 @@ impl TftpService {
                     s.name, s.peer
                 );
                 self.stats.tftp.count_error(TftpError::UnknownTid);
-                let out = &mut self.scratch.out;
-                out.clear();
-                wire::encode_error(out, ErrorCode::UnknownTransferId, "Unknown transfer ID");
-                let _ = s.socket.send_to(out, from);
+                // An ERROR is never answered (RFC 1350 section 7): answering
+                // one would let a spoofed packet set two ports (or one port
+                // and itself) replying to each other without end.
+                let is_error =
+                    self.scratch.recv.get(..2) == Some(&wire::OP_ERROR.to_be_bytes()[..]);
+                let local = s.socket.local_addr().ok();
+                if !is_error && Some(from) != local {
+                    let out = &mut self.scratch.out;
+                    out.clear();
+                    wire::encode_error(out, ErrorCode::UnknownTransferId, "Unknown transfer ID");
+                    let _ = s.socket.send_to(out, from);
+                }
                 continue;
             }
             match Packet::parse(&self.scratch.recv[..len]) {

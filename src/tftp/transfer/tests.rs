@@ -433,3 +433,18 @@ fn fuzz_client_error_while_our_error_is_queued_sends_nothing() {
     assert!(t.is_done());
     assert_eq!(t.outcome(), Some(Outcome::TimedOut));
 }
+
+#[test]
+fn an_unanswered_oack_waits_the_servers_timeout_not_the_clients() {
+    // A spoofed RRQ asking timeout=255 must not hold its slot for 255 s x
+    // retries: until ACK 0 arrives, the server's own timeout applies.
+    let t0 = Instant::now();
+    let mut t = start(4096, &[("timeout", "255")], &limits(1000), t0);
+    assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    t.on_sent(1, t0);
+    assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    // Once the client answers, its negotiated timeout is honoured.
+    ack(&mut t, 0, t0);
+    drain(&mut t, t0);
+    assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(255)));
+}
