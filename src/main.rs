@@ -73,6 +73,11 @@ fn main() -> ExitCode {
 
 fn check_config(path: &Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
+    // What only the files can tell: each LUN's backing store opens.
+    if let Some(i) = &config.iscsi {
+        dls::engine::iscsi::IscsiContext::new(i)
+            .map_err(|e| format!("invalid configuration: {}: {e}", path.display()))?;
+    }
     if !config.has_service() {
         return Err(format!(
             "{}: no service configured (add [tftp], [dhcp] or [iscsi])",
@@ -141,6 +146,14 @@ fn serve(path: &Path) -> Result<(), String> {
 fn reload(path: &Path) -> Result<(), String> {
     let config =
         Config::load(path).map_err(|e| format!("invalid configuration, not reloading: {e}"))?;
+    if let Some(i) = &config.iscsi {
+        dls::engine::iscsi::IscsiContext::new(i).map_err(|e| {
+            format!(
+                "invalid configuration, not reloading: {}: {e}",
+                path.display()
+            )
+        })?;
+    }
     let pid_file = config.engine.pid_file.ok_or_else(|| {
         format!(
             "{}: engine.pid_file is not set, so the server cannot be found",
@@ -153,6 +166,17 @@ fn reload(path: &Path) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|_| format!("engine.pid_file {}: not a PID", pid_file.display()))?;
+    // A pid file left by a crash may name a process that reuses the PID:
+    // signal it only if it is a dlsd (Linux; elsewhere the check is skipped).
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        if comm.trim() != "dlsd" {
+            return Err(format!(
+                "engine.pid_file {} names pid {pid}, which is {:?}, not dlsd (a stale pid file?)",
+                pid_file.display(),
+                comm.trim()
+            ));
+        }
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGHUP,

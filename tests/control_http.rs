@@ -141,3 +141,22 @@ fn a_slow_client_does_not_block_others_and_is_dropped() {
     let n = slow.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "expected the server to close the idle connection");
 }
+
+#[test]
+fn a_request_followed_by_a_half_close_is_answered_and_head_has_no_body() {
+    let server = Server::start("", "");
+    let addr = http_addr(&server);
+    // What `printf 'GET ...' | nc` does: send, then shut the write side.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    let head = raw(addr, b"HEAD /health HTTP/1.1\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head:?}"
+    );
+}

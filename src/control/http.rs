@@ -37,6 +37,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// A HEAD request: send the head as for GET, without the body.
+    pub head_only: bool,
 }
 
 impl Response {
@@ -45,6 +47,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.as_bytes().to_vec(),
+            head_only: false,
         }
     }
 
@@ -57,7 +60,9 @@ impl Response {
             self.body.len()
         )
         .into_bytes();
-        out.extend_from_slice(&self.body);
+        if !self.head_only {
+            out.extend_from_slice(&self.body);
+        }
         out
     }
 }
@@ -269,7 +274,14 @@ fn read_request(c: &mut Conn) -> ReadState {
     let mut chunk = [0u8; 4096];
     loop {
         match c.stream.read(&mut chunk) {
-            Ok(0) => return ReadState::Closed,
+            // A client may send its request and half-close at once (nc,
+            // socat): answer what arrived before giving up on it.
+            Ok(0) => {
+                return match parse_request(&c.buf) {
+                    Ok(Some(req)) => ReadState::Ready(req),
+                    _ => ReadState::Closed,
+                }
+            }
             Ok(n) => {
                 // Keep at most one byte past the limit: enough to know.
                 let room = (MAX_REQUEST + 1).saturating_sub(c.buf.len());

@@ -131,7 +131,9 @@ impl Control {
         let stats = self.engine.stats().to_vec();
         let stopping = self.stopping;
         let clean = self.engine.join();
-        log_summary(&TftpSnapshot::sum(&stats));
+        if self.config.tftp.is_some() {
+            log_summary(&TftpSnapshot::sum(&stats));
+        }
         if !(clean && stopping) {
             error!("a worker thread ended unexpectedly");
         }
@@ -185,6 +187,15 @@ impl Control {
     }
 
     fn route(&self, req: &Request) -> Response {
+        let mut resp = self.route_get(req);
+        if req.method == "HEAD" {
+            // Same head (Content-Length included), no body.
+            resp.head_only = true;
+        }
+        resp
+    }
+
+    fn route_get(&self, req: &Request) -> Response {
         if req.method != "GET" && req.method != "HEAD" {
             return Response::text(405, "only GET\n");
         }
@@ -194,6 +205,7 @@ impl Control {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 body: self.metrics().into_bytes(),
+                head_only: false,
             },
             "/health" => {
                 let (ok, body) = self.health();
@@ -201,12 +213,14 @@ impl Control {
                     status: if ok { 200 } else { 503 },
                     content_type: "application/json",
                     body: body.to_string().into_bytes(),
+                    head_only: false,
                 }
             }
             "/api/v1/status" => Response {
                 status: 200,
                 content_type: "application/json",
                 body: self.status().to_string().into_bytes(),
+                head_only: false,
             },
             _ => Response::text(404, "not found\n"),
         }

@@ -450,6 +450,7 @@ impl Session {
             "iscsi: {} rejected PDU: {reason:?}",
             self.est.initiator_name
         );
+        self.stats.rejects += 1;
         self.outq.push_back(Out::Reject { reason, bhs });
     }
 

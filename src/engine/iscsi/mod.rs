@@ -40,7 +40,7 @@ use crate::iscsi::login::{Established, Login, SessionType, Step, TargetEntry, LO
 use crate::iscsi::negotiate::Limits;
 use crate::iscsi::scsi::lu::{LogicalUnit, LuConfig, NexusId};
 use crate::iscsi::scsi::Target;
-use crate::iscsi::session::{Session, Timers as SessionTimers};
+use crate::iscsi::session::{CloseReason, Session, Timers as SessionTimers};
 use crate::sys;
 
 pub const LISTENER_BASE: usize = 4 << 20;
@@ -52,6 +52,8 @@ const CONN_END: usize = 6 << 20;
 const MAX_PDUS_PER_WAKEUP: usize = 64;
 /// Connections accepted per listener per wakeup.
 const MAX_ACCEPTS_PER_WAKEUP: usize = 32;
+/// How long a logged-out connection may take to read its Logout Response.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 << 10;
 /// Queued output past which a connection stops reading new commands until
@@ -163,6 +165,8 @@ struct Conn {
     timer: Option<Instant>,
     /// The input stopped at a bound or for back-pressure: read again soon.
     more: bool,
+    /// Since when a closing connection has had output it would not take.
+    out_stalled_since: Option<Instant>,
     /// When the stores' sizes were last compared with what the session's
     /// logical units report.
     size_checked: Instant,
@@ -324,6 +328,7 @@ impl IscsiService {
                 out: OutQueue::default(),
                 timer: None,
                 more: true,
+                out_stalled_since: None,
                 // Due at once: a new session must not start with a size
                 // the store had at start-up.
                 size_checked: now.checked_sub(SIZE_CHECK_INTERVAL).unwrap_or(now),
@@ -356,20 +361,49 @@ impl IscsiService {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        if c.out.is_empty() {
+            c.out_stalled_since = None;
+        } else if c.out_stalled_since.is_none() {
+            c.out_stalled_since = Some(now);
+        }
         let deadline = match &c.phase {
             Phase::Login(login) => Some(login.deadline()),
+            Phase::Full { session, .. } if session.close_reason().is_some() => {
+                c.out_stalled_since.map(|t| t + CLOSE_LINGER)
+            }
             Phase::Full { session, .. } => session.poll_timeout(),
-            Phase::Closing => None,
+            Phase::Closing => c.out_stalled_since.map(|t| t + CLOSE_LINGER),
         };
         self.timers.reschedule(key, &mut c.timer, deadline);
         let done = match &c.phase {
-            Phase::Closing => c.out.is_empty(),
-            Phase::Full { session, .. } => session.close_reason().is_some() && c.out.is_empty(),
+            Phase::Closing => {
+                c.out.is_empty()
+                    || c.out_stalled_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= CLOSE_LINGER)
+            }
+            // A logout answer is worth delivering; after a dead ping, a
+            // protocol or digest error nothing queued is (the initiator may
+            // well have stopped reading), so the connection goes at once.
+            Phase::Full { session, .. } => match session.close_reason() {
+                Some(CloseReason::Logout) => {
+                    c.out.is_empty()
+                        || c.out_stalled_since
+                            .is_some_and(|t| now.saturating_duration_since(t) >= CLOSE_LINGER)
+                }
+                Some(_) => true,
+                None => false,
+            },
             Phase::Login(_) => false,
         };
         if done {
             let reason = match &c.phase {
-                Phase::Full { session, .. } => format!("{:?}", session.close_reason()),
+                Phase::Full { session, .. } => match session.close_reason() {
+                    Some(CloseReason::Logout) => "logout".to_owned(),
+                    Some(CloseReason::NopTimeout) => "no answer to a ping".to_owned(),
+                    Some(CloseReason::ProtocolError) => "protocol error".to_owned(),
+                    Some(CloseReason::DigestError) => "digest error".to_owned(),
+                    None => "closed".to_owned(),
+                },
                 _ => "login refused".to_owned(),
             };
             return self.close(key, registry, &reason);
@@ -696,7 +730,13 @@ fn queue_output(c: &mut Conn, ctx: &IscsiContext) -> Result<(), String> {
     else {
         return Ok(());
     };
-    while let Some(tx) = session.poll_transmit() {
+    // Pull no more than the queue bound: past it the rest waits inside the
+    // session (as small descriptors) until the initiator reads. This is what
+    // bounds memory on the pread path, where queued data are real bytes.
+    while c.out.pending() <= MAX_QUEUED {
+        let Some(tx) = session.poll_transmit() else {
+            break;
+        };
         let pad = tx.pad_len();
         match &tx.data {
             Payload::None => c.out.push_bytes(tx.header.as_slice().to_vec()),
