@@ -58,7 +58,7 @@ const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 const READ_CHUNK: usize = 256 << 10;
 /// Queued output past which a connection stops reading new commands until
 /// the initiator drains it (back-pressure, bounds memory per connection).
-const MAX_QUEUED: u64 = 64 << 20;
+const MAX_QUEUED: u64 = 16 << 20;
 
 /// Counters of one worker's iSCSI service.
 #[derive(Debug, Default)]
