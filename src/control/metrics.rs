@@ -20,6 +20,9 @@ pub struct ProcessInfo {
 }
 
 /// Upper bounds of the transfer-time buckets, in seconds.
+const COMMAND_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
 const REPLY_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0,
 ];
@@ -212,6 +215,19 @@ pub fn render_iscsi(
         "dls_iscsi_rejects_total",
         "Reject PDUs sent.",
         sum(|s| &s.rejects),
+    );
+    let mut latency = crate::engine::stats::new_histogram();
+    for w in workers {
+        if let Ok(h) = w.iscsi.latency.lock() {
+            let _ = latency.add(&*h);
+        }
+    }
+    histogram(
+        out,
+        "dls_iscsi_command_seconds",
+        "SCSI command latency, from the command PDU to its status.",
+        &latency,
+        &COMMAND_BUCKETS,
     );
     gauge(
         out,

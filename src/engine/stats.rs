@@ -110,7 +110,7 @@ impl Default for TftpStats {
 }
 
 /// Microseconds from 1 µs to one hour, 3 significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Constant bounds that satisfy the crate's rules (low >= 1, high >= 2 * low,
     // sigfig <= 5), so this cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid constant histogram bounds")

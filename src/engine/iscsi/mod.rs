@@ -14,12 +14,15 @@
 
 mod store;
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -30,6 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use store::Store;
 
 use super::outq::{FilePath, OutQueue};
+use super::stats::new_histogram;
 use super::timers::Timers;
 use crate::iscsi::adapter::TargetAdapter;
 use crate::iscsi::backend::Payload;
@@ -38,6 +42,7 @@ use crate::iscsi::config::{IscsiConfig, ReadPath};
 use crate::iscsi::frame::{self, Digests, Frame, Pdu};
 use crate::iscsi::login::{Established, Login, SessionType, Step, TargetEntry, LOGIN_MAX_DATA};
 use crate::iscsi::negotiate::Limits;
+use crate::iscsi::pdu::Header;
 use crate::iscsi::scsi::lu::{LogicalUnit, LuConfig, NexusId};
 use crate::iscsi::scsi::Target;
 use crate::iscsi::session::{CloseReason, Session, Timers as SessionTimers};
@@ -52,8 +57,13 @@ const CONN_END: usize = 6 << 20;
 const MAX_PDUS_PER_WAKEUP: usize = 64;
 /// Connections accepted per listener per wakeup.
 const MAX_ACCEPTS_PER_WAKEUP: usize = 32;
+/// How often a worker merges its command latencies into the shared copy.
+const LATENCY_PUBLISH: Duration = Duration::from_secs(1);
+/// Commands remembered for latency per connection; past it (commands that
+/// never finish, say aborted ones) the table starts afresh.
+const MAX_STARTED: usize = 4096;
 /// How long a logged-out connection may take to read its Logout Response.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 << 10;
 /// Queued output past which a connection stops reading new commands until
@@ -61,7 +71,7 @@ const READ_CHUNK: usize = 256 << 10;
 const MAX_QUEUED: u64 = 16 << 20;
 
 /// Counters of one worker's iSCSI service.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IscsiStats {
     pub connections: AtomicU64,
     pub logins: AtomicU64,
@@ -71,6 +81,27 @@ pub struct IscsiStats {
     pub data_out_bytes: AtomicU64,
     pub rejects: AtomicU64,
     pub active: AtomicU64,
+    /// SCSI command latency in microseconds, from the command PDU's arrival
+    /// to its status being queued. The worker records into its own copy and
+    /// merges it here once a second, so this lock is never on the command
+    /// path.
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+impl Default for IscsiStats {
+    fn default() -> Self {
+        IscsiStats {
+            connections: AtomicU64::new(0),
+            logins: AtomicU64::new(0),
+            login_failures: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            data_in_bytes: AtomicU64::new(0),
+            data_out_bytes: AtomicU64::new(0),
+            rejects: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            latency: Mutex::new(new_histogram()),
+        }
+    }
 }
 
 /// What every worker shares: targets, their stores, the settings.
@@ -165,6 +196,8 @@ struct Conn {
     timer: Option<Instant>,
     /// The input stopped at a bound or for back-pressure: read again soon.
     more: bool,
+    /// Arrival time of each SCSI command in flight, by ITT, for latency.
+    started: HashMap<u32, Instant>,
     /// Since when a closing connection has had output it would not take.
     out_stalled_since: Option<Instant>,
     /// When the stores' sizes were last compared with what the session's
@@ -186,6 +219,9 @@ pub struct IscsiService {
     next_tsih: u16,
     backlog: Vec<Token>,
     expired: Vec<usize>,
+    /// Command latencies of this worker since the last merge into `stats`.
+    latency: Histogram<u64>,
+    published: Instant,
 }
 
 impl IscsiService {
@@ -212,6 +248,8 @@ impl IscsiService {
             next_tsih: 0,
             backlog: Vec::new(),
             expired: Vec::new(),
+            latency: new_histogram(),
+            published: Instant::now(),
         })
     }
 
@@ -260,6 +298,15 @@ impl IscsiService {
     }
 
     pub fn run_pending(&mut self, registry: &Registry, now: Instant) {
+        if !self.latency.is_empty()
+            && now.saturating_duration_since(self.published) >= LATENCY_PUBLISH
+        {
+            if let Ok(mut shared) = self.stats.latency.lock() {
+                let _ = shared.add(&self.latency);
+            }
+            self.latency.reset();
+            self.published = now;
+        }
         for token in std::mem::take(&mut self.backlog) {
             self.ready(token, registry, now);
         }
@@ -329,6 +376,7 @@ impl IscsiService {
                 timer: None,
                 more: true,
                 out_stalled_since: None,
+                started: HashMap::new(),
                 // Due at once: a new session must not start with a size
                 // the store had at start-up.
                 size_checked: now.checked_sub(SIZE_CHECK_INTERVAL).unwrap_or(now),
@@ -452,7 +500,7 @@ impl IscsiService {
             c.rx.drain(..consumed.min(c.rx.len()));
         }
         run_io(c, &ctx);
-        queue_output(c, &ctx)?;
+        queue_output(c, &ctx, &mut self.latency, now)?;
         flush(c, &ctx)?;
         if eof && c.out.is_empty() {
             return Err("closed by the initiator".into());
@@ -591,6 +639,12 @@ fn handle_one(
         } => {
             let used = match parsed {
                 Ok((pdu, len)) => {
+                    if let Header::ScsiCommand(cmd) = &pdu.header {
+                        if c.started.len() >= MAX_STARTED {
+                            c.started.clear();
+                        }
+                        c.started.insert(cmd.itt, now);
+                    }
                     if let Some(w) = session.handle_pdu(&pdu, now, &mut adapter, &ctx.entries) {
                         let result = match (ctx.store(target, w.lun), pdu.data.get(w.range.clone()))
                         {
@@ -670,7 +724,7 @@ fn full_feature(est: Established, c: &Conn, ctx: &IscsiContext, now: Instant) ->
 }
 
 /// How often a session compares its stores' sizes with its capacity.
-const SIZE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const SIZE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Notices a backing store that was grown or shrunk (a zvol resized, an
 /// image extended) so the session's next command sees UNIT ATTENTION
@@ -722,8 +776,33 @@ fn run_io(c: &mut Conn, ctx: &IscsiContext) {
     }
 }
 
+/// Records a command's latency when its status leaves: a SCSI Response, or
+/// a Data-In with the S bit (RFC 7143 11.4, 11.7).
+fn record_latency(
+    bhs: &[u8; 48],
+    started: &mut HashMap<u32, Instant>,
+    latency: &mut Histogram<u64>,
+    now: Instant,
+) {
+    let opcode = bhs[0] & 0x3f;
+    let has_status = opcode == 0x21 || (opcode == 0x25 && bhs[1] & 0x01 != 0);
+    if !has_status {
+        return;
+    }
+    let itt = u32::from_be_bytes([bhs[16], bhs[17], bhs[18], bhs[19]]);
+    if let Some(t0) = started.remove(&itt) {
+        let micros = now.saturating_duration_since(t0).as_micros().max(1) as u64;
+        let _ = latency.record(micros.min(3_600_000_000));
+    }
+}
+
 /// Moves what the session wants to send into the output queue.
-fn queue_output(c: &mut Conn, ctx: &IscsiContext) -> Result<(), String> {
+fn queue_output(
+    c: &mut Conn,
+    ctx: &IscsiContext,
+    latency: &mut Histogram<u64>,
+    now: Instant,
+) -> Result<(), String> {
     let Phase::Full {
         session, target, ..
     } = &mut c.phase
@@ -738,6 +817,7 @@ fn queue_output(c: &mut Conn, ctx: &IscsiContext) -> Result<(), String> {
             break;
         };
         let pad = tx.pad_len();
+        record_latency(&tx.header.bhs(), &mut c.started, latency, now);
         match &tx.data {
             Payload::None => c.out.push_bytes(tx.header.as_slice().to_vec()),
             Payload::Inline(bytes) => {
