@@ -44,6 +44,10 @@ pub struct Origin {
     mtime_ns: i128,
     /// Inode change time: a writer can set mtime back, not ctime.
     ctime_ns: i128,
+    /// Link count: a rename over the file or an unlink changes it (and
+    /// ctime) without touching the bytes, so ctime only counts when the
+    /// link count is unchanged.
+    nlink: u64,
 }
 
 fn mtime_ns(meta: &Metadata) -> i128 {
@@ -64,7 +68,7 @@ impl Origin {
             Ok(meta) => {
                 meta.len() != self.size
                     || mtime_ns(&meta) != self.mtime_ns
-                    || ctime_ns(&meta) != self.ctime_ns
+                    || (ctime_ns(&meta) != self.ctime_ns && meta.nlink() == self.nlink)
             }
             Err(_) => true,
         }
@@ -218,6 +222,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
                 size: len,
                 mtime_ns: mtime_ns(meta),
                 ctime_ns: ctime_ns(meta),
+                nlink: meta.nlink(),
             };
             Ok(Image::Mapped { map, origin })
         }
@@ -235,6 +240,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
                 size: len,
                 mtime_ns: mtime_ns(meta),
                 ctime_ns: ctime_ns(meta),
+                nlink: meta.nlink(),
             },
         }),
     }
@@ -290,6 +296,33 @@ mod tests {
         drop((a, b));
         cache.evict(&c);
         assert_eq!(cache.live(), 0);
+    }
+
+    #[test]
+    fn rename_over_is_no_change_but_a_rewrite_with_mtime_restored_is() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let cache = ImageCache::default();
+        let open = || {
+            let f = File::open(&path).unwrap();
+            let m = f.metadata().unwrap();
+            cache.get(f, &m, Flavor::Octet).unwrap()
+        };
+        let old = open();
+        let tmp = dir.path().join("f.new");
+        std::fs::write(&tmp, vec![2u8; 100]).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(!old.changed(), "the old inode's bytes did not change");
+
+        let image = open();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        f.write_all_at(&[9], 0).unwrap();
+        f.set_modified(mtime).unwrap();
+        assert!(image.changed(), "same size, mtime put back: ctime tells");
     }
 
     #[test]
