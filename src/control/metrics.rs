@@ -174,48 +174,43 @@ pub fn render_iscsi(
             .map(|w| f(&w.iscsi).load(Ordering::Relaxed))
             .sum()
     };
-    counter(
-        out,
-        "dls_iscsi_connections_total",
-        "TCP connections accepted.",
-        sum(|s| &s.connections),
-    );
-    counter(
-        out,
-        "dls_iscsi_logins_total",
-        "Logins that reached full feature phase.",
-        sum(|s| &s.logins),
-    );
-    counter(
-        out,
-        "dls_iscsi_login_failures_total",
-        "Logins refused, failed or timed out.",
-        sum(|s| &s.login_failures),
-    );
-    counter(
-        out,
-        "dls_iscsi_commands_total",
-        "SCSI commands executed.",
-        sum(|s| &s.commands),
-    );
-    counter(
-        out,
-        "dls_iscsi_data_in_bytes_total",
-        "Bytes sent to initiators in Data-In.",
-        sum(|s| &s.data_in_bytes),
-    );
-    counter(
-        out,
-        "dls_iscsi_data_out_bytes_total",
-        "Bytes received from initiators (immediate and Data-Out).",
-        sum(|s| &s.data_out_bytes),
-    );
-    counter(
-        out,
-        "dls_iscsi_rejects_total",
-        "Reject PDUs sent.",
-        sum(|s| &s.rejects),
-    );
+    type Field = fn(&crate::engine::iscsi::IscsiStats) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 7] = [
+        (
+            "dls_iscsi_connections_total",
+            "TCP connections accepted.",
+            |s| &s.connections,
+        ),
+        (
+            "dls_iscsi_logins_total",
+            "Logins that reached full feature phase.",
+            |s| &s.logins,
+        ),
+        (
+            "dls_iscsi_login_failures_total",
+            "Logins refused, failed or timed out.",
+            |s| &s.login_failures,
+        ),
+        ("dls_iscsi_commands_total", "SCSI commands executed.", |s| {
+            &s.commands
+        }),
+        (
+            "dls_iscsi_data_in_bytes_total",
+            "Bytes sent to initiators in Data-In.",
+            |s| &s.data_in_bytes,
+        ),
+        (
+            "dls_iscsi_data_out_bytes_total",
+            "Bytes received from initiators (immediate and Data-Out).",
+            |s| &s.data_out_bytes,
+        ),
+        ("dls_iscsi_rejects_total", "Reject PDUs sent.", |s| {
+            &s.rejects
+        }),
+    ];
+    for (name, help, field) in counters {
+        counter(out, name, help, sum(field));
+    }
     let mut latency = crate::engine::stats::new_histogram();
     for w in workers {
         if let Ok(h) = w.iscsi.latency.lock() {

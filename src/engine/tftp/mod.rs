@@ -361,13 +361,7 @@ impl TftpService {
                 "tftp: {peer}: {name:?}: refused, {} transfers in flight",
                 self.shared.in_flight.load(Ordering::Relaxed)
             );
-            return self.refuse(
-                listener,
-                peer,
-                TftpError::Busy,
-                ErrorCode::NotDefined,
-                "Server busy, try again later",
-            );
+            return self.refuse_busy(listener, peer);
         }
         let image = match self.open_image(&name, req.filename, mode, peer) {
             Ok(image) => image,
@@ -380,13 +374,7 @@ impl TftpService {
             Ok(s) => s,
             Err(e) => {
                 warn!("tftp: {peer}: {name:?}: cannot open a transfer socket: {e}");
-                return self.refuse(
-                    listener,
-                    peer,
-                    TftpError::Internal,
-                    ErrorCode::NotDefined,
-                    "Server error",
-                );
+                return self.refuse_internal(listener, peer);
             }
         };
         debug!(
@@ -399,13 +387,7 @@ impl TftpService {
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         if SESSION_BASE + key >= SESSION_END {
-            return self.refuse(
-                listener,
-                peer,
-                TftpError::Busy,
-                ErrorCode::NotDefined,
-                "Server busy, try again later",
-            );
+            return self.refuse_busy(listener, peer);
         }
         let mut session = Session {
             socket,
@@ -427,13 +409,7 @@ impl TftpService {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("tftp: {peer}: cannot register transfer socket: {e}");
-            return self.refuse(
-                listener,
-                peer,
-                TftpError::Internal,
-                ErrorCode::NotDefined,
-                "Server error",
-            );
+            return self.refuse_internal(listener, peer);
         }
         // The limit is across all workers: one shared counter, touched once
         // per request and once per finished transfer, never per packet.
@@ -444,13 +420,7 @@ impl TftpService {
                 session.name
             );
             let _ = registry.deregister(&mut session.socket);
-            return self.refuse(
-                listener,
-                peer,
-                TftpError::Busy,
-                ErrorCode::NotDefined,
-                "Server busy, try again later",
-            );
+            return self.refuse_busy(listener, peer);
         }
         entry.insert(session);
         self.stats.tftp.active.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +479,30 @@ impl TftpService {
                 "Cannot read file",
             )
         })
+    }
+
+    /// Over the transfer limit: ERROR 0, never silence.
+    fn refuse_busy(&mut self, listener: usize, peer: SocketAddr) {
+        let message = "Server busy, try again later";
+        self.refuse(
+            listener,
+            peer,
+            TftpError::Busy,
+            ErrorCode::NotDefined,
+            message,
+        );
+    }
+
+    /// A server-side failure; the client learns nothing about its cause.
+    fn refuse_internal(&mut self, listener: usize, peer: SocketAddr) {
+        let message = "Server error";
+        self.refuse(
+            listener,
+            peer,
+            TftpError::Internal,
+            ErrorCode::NotDefined,
+            message,
+        );
     }
 
     /// Answers a request with an ERROR from the listener it came to.
