@@ -41,6 +41,14 @@ enum Command {
         /// The configuration file.
         path: PathBuf,
     },
+    /// Print the iPXE script dlsd generates from the configuration's
+    /// `[[dhcp.host]]` root paths (served over TFTP under `[dhcp.boot]
+    /// ipxe_script` when `generate_ipxe_script = true`).
+    IpxeScript {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate the configuration file, then tell the running server (found
     /// through `engine.pid_file`) to reload it, with SIGHUP.
     Reload {
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::Serve { config } => serve(&config),
         Command::Reload { config } => reload(&config),
+        Command::IpxeScript { config } => ipxe_script(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +94,24 @@ fn check_config(path: &Path) -> Result<(), String> {
         ));
     }
     print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn ipxe_script(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
+    let Some(dhcp) = &config.dhcp else {
+        return Err(format!(
+            "{}: no [dhcp] section: the script is made from [[dhcp.host]] root paths",
+            path.display()
+        ));
+    };
+    if !dhcp.boot.generate_ipxe_script {
+        log::warn!(
+            "{}: [dhcp.boot] generate_ipxe_script is off: dlsd does not serve this script",
+            path.display()
+        );
+    }
+    print!("{}", dls::ipxe::script(dhcp));
     Ok(())
 }
 
