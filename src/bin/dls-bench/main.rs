@@ -4,6 +4,7 @@
 //! benchmark issue come with those services. Every run is bounded in count
 //! and time; point it only at loopback or at hosts in namespaces you made.
 
+mod storm;
 mod tftp;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ struct Cli {
 enum Command {
     /// Many concurrent TFTP read transfers of one file against any server.
     Tftp(tftp::Args),
+    /// A boot storm: N machines each doing DHCP, TFTP (iPXE binary and
+    /// script) and an iSCSI login and read, all at once.
+    Storm(storm::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tftp(args) => tftp::run(&args),
+        Command::Storm(args) => storm::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

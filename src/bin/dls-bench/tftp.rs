@@ -174,6 +174,66 @@ pub fn run(args: &Args) -> io::Result<bool> {
     Ok(totals.failed == 0 && totals.completed as usize == started)
 }
 
+impl Args {
+    /// The settings of one fetch in a larger run (the boot storm): one
+    /// transfer of `file`, compared with `source`.
+    pub fn one_fetch(
+        server: SocketAddr,
+        file: &str,
+        source: PathBuf,
+        blksize: u16,
+        windowsize: u16,
+    ) -> Args {
+        Args {
+            server,
+            file: file.to_owned(),
+            source,
+            clients: 1,
+            transfers: 1,
+            duration: Duration::from_secs(60),
+            blksize,
+            windowsize,
+            tsize: true,
+            drop_acks: 0.0,
+            timeout: Duration::from_secs(1),
+            json: None,
+        }
+    }
+}
+
+/// One transfer, driven to its end on a poll of its own (the caller's
+/// thread), with `source` already read. Returns the bytes received, or why
+/// the transfer failed. Used by the boot storm, one thread per client.
+pub fn fetch_one(args: &Args, source: &[u8]) -> io::Result<Result<u64, String>> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(16);
+    let mut totals = Totals::default();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = vec![0u8; 65536];
+    let mut c = start_client(args, &poll, 0, Instant::now())?;
+    let hard_stop = Instant::now() + args.duration;
+    while matches!(c.state, State::Requesting | State::Receiving) {
+        if Instant::now() >= hard_stop {
+            c.state = State::Failed("still running at the time limit".into());
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        let now = Instant::now();
+        if !events.is_empty() {
+            receive(&mut c, args, source, &mut buf, &mut rng, &mut totals, now);
+        }
+        if matches!(c.state, State::Requesting | State::Receiving) {
+            check_timeout(&mut c, args, &mut rng, &mut totals, now);
+        }
+    }
+    let _ = poll.registry().deregister(&mut c.socket);
+    Ok(match c.state {
+        State::Done => Ok(c.received),
+        State::Failed(why) => Err(why),
+        _ => Err("unfinished".into()),
+    })
+}
+
 fn start_client(args: &Args, poll: &Poll, index: usize, now: Instant) -> io::Result<Client> {
     let bind: SocketAddr = if args.server.is_ipv6() {
         "[::]:0"
