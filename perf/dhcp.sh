@@ -23,7 +23,9 @@
 # Environment: PERF_REPEAT (3), PERF_QUICK=1 (smoke run), DLSD, DLS_BENCH,
 # PERF_DHCP_CLIENTS (5000; QUICK 500), PERF_DHCP_SECONDS (10; QUICK 3),
 # PERF_DHCP_IN_FLIGHT (64), PERF_DHCP_PERFDHCP_RATE (perfdhcp's target
-# rate, 20000), PERF_DHCP_SERVERS ("dls dnsmasq kea kea-mt").
+# rate; default: the rate dls-bench just measured against the same server,
+# so perfdhcp checks whether the server sustains it), PERF_DHCP_SERVERS
+# ("dls dnsmasq kea kea-mt"; kea-mt is kea with 2 packet threads).
 set -euo pipefail
 
 OUT=${1:?usage: perf/dhcp.sh OUTDIR}
@@ -36,7 +38,8 @@ REPEAT=${PERF_REPEAT:-3}
 CLIENTS=${PERF_DHCP_CLIENTS:-5000}
 SECONDS_RUN=${PERF_DHCP_SECONDS:-10}
 IN_FLIGHT=${PERF_DHCP_IN_FLIGHT:-64}
-PD_RATE=${PERF_DHCP_PERFDHCP_RATE:-20000}
+PD_RATE=${PERF_DHCP_PERFDHCP_RATE:-}
+LAST_RATE=1
 SERVERS=${PERF_DHCP_SERVERS:-dls dnsmasq kea kea-mt}
 if [[ ${PERF_QUICK:-0} == 1 ]]; then
     REPEAT=1
@@ -197,6 +200,7 @@ run_dls_bench() { # server repeat
         cat "$WORK/bench.txt" "$WORK/bench.err" >&2
         return 1
     fi
+    LAST_RATE=$(jq '.exchanges_per_s | ceil' "$json")
     local note="flat out, $IN_FLIGHT in flight, $CLIENTS clients; $2"
     row "$1" dls-bench exchanges_per_s "$(jq .exchanges_per_s "$json")" true "$3" "$note"
     row "$1" dls-bench p99_ms "$(jq .exchange_ms.p99 "$json")" false "$3"
@@ -208,11 +212,11 @@ run_dls_bench() { # server repeat
 }
 
 run_perfdhcp() { # server durability repeat
-    local txt=$WORK/perfdhcp.txt rate drops sent
+    local txt=$WORK/perfdhcp.txt rate drops sent target=${PD_RATE:-$LAST_RATE}
     # perfdhcp against a unicast address acts as a relay: it binds
     # RELAY_IP:67 and sets giaddr. A fresh MAC base per run keeps its
     # clients apart from earlier runs.
-    ip netns exec "$CLI" perfdhcp -4 -l $RELAY_IP -r "$PD_RATE" -R "$CLIENTS" \
+    ip netns exec "$CLI" perfdhcp -4 -l $RELAY_IP -r "$target" -R "$CLIENTS" \
         -p "$SECONDS_RUN" -W 1000000 -b "mac=02:$(printf %02x $((RANDOM % 256))):00:00:00:00" \
         $SERVER_IP >"$txt" 2>&1 || true
     rate=$(sed -n 's/^Rate: \([0-9.]*\) 4-way exchanges.*/\1/p' "$txt" | head -1)
@@ -223,7 +227,7 @@ run_perfdhcp() { # server durability repeat
     fi
     drops=$(awk '/^\*\*\*Statistics for: DISCOVER-OFFER/{s=1} s && /^drops:/{print $2; s=0}' "$txt" | head -1)
     sent=$(awk '/^\*\*\*Statistics for: DISCOVER-OFFER/{s=1} s && /^sent packets:/{print $3; s=0}' "$txt" | head -1)
-    local note="perfdhcp -r $PD_RATE (its target rate), $CLIENTS clients; $2"
+    local note="perfdhcp -r $target (dls-bench's rate unless set), $CLIENTS clients; $2"
     row "$1" perfdhcp exchanges_per_s "$rate" true "$3" "$note"
     row "$1" perfdhcp drops "${drops:-0}" false "$3" "DISCOVER drops of ${sent:-?} sent"
 }
