@@ -151,7 +151,7 @@ pub fn run(args: &Args) -> io::Result<bool> {
         return Err(io::Error::other("--rate must be 0 (flat out) or positive"));
     }
     let bind = SocketAddr::V4(SocketAddrV4::new(args.relay, 67));
-    let mut socket = UdpSocket::bind(bind).map_err(|e| {
+    let mut socket = open_socket(bind).map_err(|e| {
         io::Error::new(e.kind(), format!("bind {bind} (the relay address): {e}"))
     })?;
     let mut poll = Poll::new()?;
@@ -174,6 +174,23 @@ pub fn run(args: &Args) -> io::Result<bool> {
     report(&run, elapsed)?;
     let t = &run.totals;
     Ok(t.completed > 0 && t.dropped == 0 && t.naks == 0 && t.conflicts == 0)
+}
+
+/// The relay socket, with a receive buffer large enough for a burst of
+/// replies (a server that group-commits sends a whole batch at once; the
+/// default buffer would drop some and the bench would blame the server).
+fn open_socket(bind: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    const RCVBUF: usize = 8 << 20;
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &RCVBUF)
+        .is_err()
+    {
+        socket.set_recv_buffer_size(RCVBUF)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.into())?;
+    Ok(UdpSocket::from_std(socket.into()))
 }
 
 /// A byte that differs between runs started at the same moment.
