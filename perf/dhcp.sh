@@ -22,7 +22,7 @@
 #
 # Environment: PERF_REPEAT (3), PERF_QUICK=1 (smoke run), DLSD, DLS_BENCH,
 # PERF_DHCP_CLIENTS (5000; QUICK 500), PERF_DHCP_SECONDS (10; QUICK 3),
-# PERF_DHCP_IN_FLIGHT (64), PERF_DHCP_PERFDHCP_RATE (perfdhcp's target
+# PERF_DHCP_IN_FLIGHT (256), PERF_DHCP_PERFDHCP_RATE (perfdhcp's target
 # rate; default: the rate dls-bench just measured against the same server,
 # so perfdhcp checks whether the server sustains it), PERF_DHCP_SERVERS
 # ("dls dnsmasq kea kea-mt"; kea-mt is kea with 2 packet threads).
@@ -37,7 +37,7 @@ ROWS=$OUT/rows.jsonl
 REPEAT=${PERF_REPEAT:-3}
 CLIENTS=${PERF_DHCP_CLIENTS:-5000}
 SECONDS_RUN=${PERF_DHCP_SECONDS:-10}
-IN_FLIGHT=${PERF_DHCP_IN_FLIGHT:-64}
+IN_FLIGHT=${PERF_DHCP_IN_FLIGHT:-256}
 PD_RATE=${PERF_DHCP_PERFDHCP_RATE:-}
 LAST_RATE=1
 SERVERS=${PERF_DHCP_SERVERS:-dls dnsmasq kea kea-mt}

@@ -47,7 +47,7 @@ use super::wire;
 
 /// Datagrams handled per [`Service::on_readable`] call: bounds the time the
 /// control thread spends on a DHCP burst before it looks at signals and HTTP.
-pub const MAX_DATAGRAMS_PER_CALL: usize = 64;
+pub const MAX_DATAGRAMS_PER_CALL: usize = 256;
 
 /// Receive buffer: one byte over the parser's limit, so an oversize
 /// datagram is seen as oversize rather than silently cut.
