@@ -43,8 +43,18 @@ impl Lab {
             &["-n", &lab.srv, "link", "set", "lo", "up"],
             &["-n", &lab.cli, "link", "set", "lo", "up"],
             &[
-                "link", "add", &lab.srv_if, "netns", &lab.srv, "type", "veth", "peer", "name",
-                &cli_if, "netns", &lab.cli,
+                "link",
+                "add",
+                &lab.srv_if,
+                "netns",
+                &lab.srv,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &cli_if,
+                "netns",
+                &lab.cli,
             ],
             &["-n", &lab.srv, "addr", "add", &srv_cidr, "dev", &lab.srv_if],
             &["-n", &lab.cli, "addr", "add", &cli_cidr, "dev", &cli_if],
@@ -79,12 +89,18 @@ fn ip(args: &[&str]) {
 fn bench(lab: &Lab, dir: &Path, name: &str, args: &[&str]) -> (bool, serde_json::Value) {
     let json = dir.join(format!("{name}.json"));
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.cli, env!("CARGO_BIN_EXE_dls-bench"), "dhcp"])
-        .args(["--server", &format!("10.{NET}.0.1")])
-        .args(["--relay", &format!("10.{NET}.0.2")])
-        .args(args)
-        .arg("--json")
-        .arg(&json);
+    cmd.args([
+        "netns",
+        "exec",
+        &lab.cli,
+        env!("CARGO_BIN_EXE_dls-bench"),
+        "dhcp",
+    ])
+    .args(["--server", &format!("10.{NET}.0.1")])
+    .args(["--relay", &format!("10.{NET}.0.2")])
+    .args(args)
+    .arg("--json")
+    .arg(&json);
     let (ok, out) = run(&mut cmd, Duration::from_secs(60));
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
     let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
@@ -110,9 +126,7 @@ fn metric(lab: &Lab, server: &Server, name: &str) -> f64 {
 }
 
 fn n(v: &serde_json::Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {key} in {v}"))
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 #[test]
@@ -134,19 +148,45 @@ fn bench_leases_hundreds_of_clients_from_dlsd() {
 
     // 400 new clients, 32 at a time: every one completes, each with its own
     // address, and dlsd holds exactly those leases.
-    let first = ["--clients", "400", "--exchanges", "400", "--in-flight", "32"];
-    let (ok, r) = bench(&lab, dir.path(), "first", &[&first[..], &["--mac-prefix", "7"]].concat());
+    let first = [
+        "--clients",
+        "400",
+        "--exchanges",
+        "400",
+        "--in-flight",
+        "32",
+    ];
+    let (ok, r) = bench(
+        &lab,
+        dir.path(),
+        "first",
+        &[&first[..], &["--mac-prefix", "7"]].concat(),
+    );
     assert!(ok, "{r:#}");
     assert_eq!(n(&r, "completed"), 400, "{r:#}");
-    assert_eq!(n(&r, "dropped") + n(&r, "naks") + n(&r, "conflicts"), 0, "{r:#}");
+    assert_eq!(
+        n(&r, "dropped") + n(&r, "naks") + n(&r, "conflicts"),
+        0,
+        "{r:#}"
+    );
     assert_eq!(n(&r, "distinct_addresses"), 400, "{r:#}");
-    assert!(r["exchange_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0, "{r:#}");
+    assert!(
+        r["exchange_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0,
+        "{r:#}"
+    );
     assert_eq!(metric(&lab, &server, "dls_dhcp_active_leases"), 400.0);
     assert_eq!(metric(&lab, &server, "dls_dhcp_acks_total"), 400.0);
 
     // The same 400 clients twice over: they get their addresses back, so
     // the lease count does not grow.
-    let again = ["--clients", "400", "--exchanges", "800", "--mac-prefix", "7"];
+    let again = [
+        "--clients",
+        "400",
+        "--exchanges",
+        "800",
+        "--mac-prefix",
+        "7",
+    ];
     let (ok, r) = bench(&lab, dir.path(), "again", &again);
     assert!(ok, "{r:#}");
     assert_eq!(n(&r, "completed"), 800, "{r:#}");

@@ -46,7 +46,11 @@ use super::store::Store;
 use super::wire;
 
 /// Datagrams handled per [`Service::on_readable`] call: bounds the time the
-/// control thread spends on a DHCP burst before it looks at signals and HTTP.
+/// control thread spends on a DHCP burst before it looks at signals and HTTP
+/// (a few ms of decisions plus one journal flush). All requests of one call
+/// share that flush, so the bound is also the group-commit size: at 64 a
+/// storm of a few hundred clients paid several flushes per round and
+/// overflowed the socket buffer while waiting.
 pub const MAX_DATAGRAMS_PER_CALL: usize = 256;
 
 /// Receive buffer: one byte over the parser's limit, so an oversize
@@ -249,12 +253,13 @@ impl Service {
     /// reply, ACKs above all, leaves only after the flush, even one with no
     /// record of its own: it may rest on an earlier record of the batch.
     fn commit_and_send(&mut self, index: usize, batch: Batch, now: SystemTime) {
-        let (early, late): (Vec<_>, Vec<_>) = batch
-            .replies
-            .into_iter()
-            .partition(|(reply, needs_durable, ..)| {
-                !needs_durable && reply.message_type == MessageType::Offer
-            });
+        let (early, late): (Vec<_>, Vec<_>) =
+            batch
+                .replies
+                .into_iter()
+                .partition(|(reply, needs_durable, ..)| {
+                    !needs_durable && reply.message_type == MessageType::Offer
+                });
         self.send_replies(index, early);
         match self.store.append(&batch.journal, unix_secs(now)) {
             Ok(()) => self.send_replies(index, late),
@@ -269,7 +274,9 @@ impl Service {
                         self.counters.store_errors
                     );
                 }
-                let kept = late.into_iter().filter(|(_, needs_durable, ..)| !needs_durable);
+                let kept = late
+                    .into_iter()
+                    .filter(|(_, needs_durable, ..)| !needs_durable);
                 self.send_replies(index, kept.collect());
             }
         }

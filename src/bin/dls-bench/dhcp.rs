@@ -145,15 +145,16 @@ struct Run<'a> {
 
 pub fn run(args: &Args) -> io::Result<bool> {
     if args.clients == 0 || args.in_flight == 0 {
-        return Err(io::Error::other("--clients and --in-flight must be at least 1"));
+        return Err(io::Error::other(
+            "--clients and --in-flight must be at least 1",
+        ));
     }
     if !args.rate.is_finite() || args.rate < 0.0 {
         return Err(io::Error::other("--rate must be 0 (flat out) or positive"));
     }
     let bind = SocketAddr::V4(SocketAddrV4::new(args.relay, 67));
-    let mut socket = open_socket(bind).map_err(|e| {
-        io::Error::new(e.kind(), format!("bind {bind} (the relay address): {e}"))
-    })?;
+    let mut socket = open_socket(bind)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {bind} (the relay address): {e}")))?;
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut socket, Token(0), Interest::READABLE)?;
@@ -275,7 +276,8 @@ impl Run<'_> {
             };
             let xid = self.next_xid;
             // The low 24 bits count; the top byte is the run's prefix.
-            self.next_xid = (self.next_xid & 0xff00_0000) | (self.next_xid.wrapping_add(1) & 0xff_ffff);
+            self.next_xid =
+                (self.next_xid & 0xff00_0000) | (self.next_xid.wrapping_add(1) & 0xff_ffff);
             let message = wire::discover(xid, wire::mac(self.prefix, client), args.relay);
             self.send(&message);
             self.totals.started += 1;
@@ -329,7 +331,10 @@ impl Run<'_> {
                     self.totals.unexpected += 1;
                     return;
                 };
-                record(&mut self.totals.offer_us, now.duration_since(ex.phase_started));
+                record(
+                    &mut self.totals.offer_us,
+                    now.duration_since(ex.phase_started),
+                );
                 let chaddr = wire::mac(self.prefix, ex.client);
                 ex.message =
                     wire::request(reply.xid, chaddr, self.args.relay, server_id, reply.yiaddr);
@@ -343,7 +348,10 @@ impl Run<'_> {
                 self.send(&message);
             }
             (Phase::Requesting { yiaddr, .. }, Some(wire::ACK)) if reply.yiaddr == yiaddr => {
-                record(&mut self.totals.ack_us, now.duration_since(ex.phase_started));
+                record(
+                    &mut self.totals.ack_us,
+                    now.duration_since(ex.phase_started),
+                );
                 record(&mut self.totals.exchange_us, now.duration_since(ex.started));
                 let client = ex.client;
                 self.in_flight.remove(&reply.xid);

@@ -1,7 +1,7 @@
 //! `dls-bench`: load generators that check every byte they receive.
 //!
-//! Today: `dls-bench tftp`. The iSCSI, DHCP and boot-storm loads of the
-//! benchmark issue come with those services. Every run is bounded in count
+//! Today: `dls-bench tftp` and `dls-bench dhcp`. The iSCSI and boot-storm
+//! loads of the benchmark issue come with those services. Every run is bounded in count
 //! and time; point it only at loopback or at hosts in namespaces you made.
 
 mod dhcp;
