@@ -194,6 +194,19 @@ fn bench_leases_hundreds_of_clients_from_dlsd() {
     assert_eq!(metric(&lab, &server, "dls_dhcp_active_leases"), 400.0);
     assert_eq!(metric(&lab, &server, "dls_dhcp_acks_total"), 1200.0);
 
+    // Paced: 200 exchanges at 400/s take half a second, not less.
+    let paced = ["--clients", "400", "--exchanges", "200", "--rate", "400"];
+    let (ok, r) = bench(
+        &lab,
+        dir.path(),
+        "paced",
+        &[&paced[..], &["--mac-prefix", "7"]].concat(),
+    );
+    assert!(ok, "{r:#}");
+    assert_eq!(n(&r, "completed"), 200, "{r:#}");
+    let seconds = r["seconds"].as_f64().unwrap_or(0.0);
+    assert!((0.49..5.0).contains(&seconds), "{r:#}");
+
     // Nothing listens on port 6767: every exchange is a drop, and the run
     // fails instead of reporting a rate.
     let nobody = ["--port", "6767", "--clients", "5", "--exchanges", "5"];
