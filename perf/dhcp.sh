@@ -11,8 +11,8 @@
 # 10.201.1.0-10.201.255.254 for every server. Everything started here is
 # stopped by PID and the namespaces are deleted on any exit (trap).
 #
-# Fairness, stated: every server keeps its leases on the same disk
-# (PERF_DHCP_LEASE_DIR, default a temp dir under /var/tmp) and runs without
+# Fairness, stated: every server keeps its leases in the same place (a temp
+# dir under PERF_DHCP_LEASE_DIR, default /var/tmp, or /dev/shm) and runs without
 # per-packet logging (dlsd at warn, dnsmasq --quiet-dhcp, kea at WARN) and
 # without a ping check. Durability differs and the rows say so: dlsd
 # fdatasyncs its journal before each batch of ACKs; dnsmasq rewrites and
@@ -21,11 +21,19 @@
 # loses nothing, a power cut can).
 #
 # Environment: PERF_REPEAT (3), PERF_QUICK=1 (smoke run), DLSD, DLS_BENCH,
-# PERF_DHCP_CLIENTS (5000; QUICK 500), PERF_DHCP_SECONDS (10; QUICK 3),
+# PERF_DHCP_CLIENTS (5000; QUICK 500), PERF_DHCP_SECONDS (10; QUICK 2),
 # PERF_DHCP_IN_FLIGHT (256), PERF_DHCP_PERFDHCP_RATE (perfdhcp's target
 # rate; default: the rate dls-bench just measured against the same server,
 # so perfdhcp checks whether the server sustains it), PERF_DHCP_SERVERS
-# ("dls dnsmasq kea kea-mt"; kea-mt is kea with 2 packet threads).
+# ("dls dnsmasq kea kea-mt"; kea-mt is kea with 2 packet threads),
+# PERF_DHCP_STORES ("disk tmpfs").
+#
+# Two scenarios: `dhcp-exchanges` keeps every server's leases on disk (the
+# real setting: dlsd pays an fdatasync per batch, kea none), and
+# `dhcp-exchanges-tmpfs` keeps them all on tmpfs (/dev/shm), where a flush
+# costs nothing, so the figures compare the servers' packet paths alone.
+# On a shared machine the disk's flush latency swings with other jobs' I/O
+# and moves the first scenario's dlsd figure by 2x or more between runs.
 set -euo pipefail
 
 OUT=${1:?usage: perf/dhcp.sh OUTDIR}
@@ -41,10 +49,11 @@ IN_FLIGHT=${PERF_DHCP_IN_FLIGHT:-256}
 PD_RATE=${PERF_DHCP_PERFDHCP_RATE:-}
 LAST_RATE=1
 SERVERS=${PERF_DHCP_SERVERS:-dls dnsmasq kea kea-mt}
+STORES=${PERF_DHCP_STORES:-disk tmpfs}
 if [[ ${PERF_QUICK:-0} == 1 ]]; then
     REPEAT=1
     CLIENTS=${PERF_DHCP_CLIENTS:-500}
-    SECONDS_RUN=${PERF_DHCP_SECONDS:-3}
+    SECONDS_RUN=${PERF_DHCP_SECONDS:-2}
 fi
 DLSD=${DLSD:-target/release/dlsd}
 DLS_BENCH=${DLS_BENCH:-target/release/dls-bench}
@@ -70,6 +79,7 @@ CIF=dpc$TAG
 SERVER_IP=10.201.0.1
 RELAY_IP=10.201.0.2
 WORK=$(mktemp -d "${PERF_DHCP_LEASE_DIR:-/var/tmp}/dls-perf-dhcp.XXXXXX")
+SHM=$(mktemp -d /dev/shm/dls-perf-dhcp.XXXXXX)
 PID=
 
 cleanup() {
@@ -80,7 +90,7 @@ cleanup() {
     fi
     ip netns del "$CLI" 2>/dev/null || true
     ip netns del "$SRV" 2>/dev/null || true
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$SHM"
 }
 trap cleanup EXIT INT TERM
 
@@ -100,9 +110,9 @@ row() { # server client metric value higher_is_better repeat [note]
     local extra=
     [[ $1 == dls ]] && extra=',"workers":1'
     [[ -n ${7:-} ]] && extra="$extra,\"note\":$(jq -Rn --arg n "$7" '$n')"
-    printf '{"scenario":"dhcp-exchanges","server":"%s","client":"%s","metric":"%s","value":%s,"higher_is_better":%s,"repeat":%s%s}\n' \
-        "$1" "$2" "$3" "$4" "$5" "$6" "$extra" >>"$ROWS"
-    printf 'dhcp-exchanges %-8s %-9s %-16s %12s  (repeat %s)\n' "$1" "$2" "$3" "$4" "$6"
+    printf '{"scenario":"%s","server":"%s","client":"%s","metric":"%s","value":%s,"higher_is_better":%s,"repeat":%s%s}\n' \
+        "$SCENARIO" "$1" "$2" "$3" "$4" "$5" "$6" "$extra" >>"$ROWS"
+    printf '%s %-8s %-9s %-21s %12s  (repeat %s)\n' "$SCENARIO" "$1" "$2" "$3" "$4" "$6"
 }
 
 DURABILITY_dls="lease journal fdatasync'ed before each batch of ACKs"
@@ -122,9 +132,9 @@ range = ["10.201.1.0", "10.201.255.254"]
 subnet = "10.201.0.0/16"
 router = "$SERVER_IP"
 lease_time = "12h"
-lease_store = "$WORK/dls/leases"
+lease_store = "$LEASES/dls/leases"
 CONF
-    mkdir -p "$WORK/dls"
+    mkdir -p "$LEASES/dls"
     ip netns exec "$SRV" "$DLSD" --log-level warn serve --config "$WORK/dlsd.toml" \
         2>"$WORK/dlsd.log" &
     PID=$!
@@ -134,7 +144,7 @@ start_dnsmasq() {
     ip netns exec "$SRV" dnsmasq -k --conf-file=/dev/null --port=0 \
         --interface="$SIF" --bind-interfaces --except-interface=lo \
         --dhcp-range=10.201.1.0,10.201.255.254,255.255.0.0,12h \
-        --dhcp-lease-max=70000 --dhcp-leasefile="$WORK/dnsmasq.leases" \
+        --dhcp-lease-max=70000 --dhcp-leasefile="$LEASES/dnsmasq.leases" \
         --no-ping --quiet-dhcp --log-facility="$WORK/dnsmasq.log" \
         --pid-file="$WORK/dnsmasq.pid" &
     PID=$!
@@ -149,7 +159,7 @@ start_kea() { # threads (0: kea's default single-threaded mode)
 { "Dhcp4": {
     "interfaces-config": { "interfaces": [ "$SIF" ], "dhcp-socket-type": "udp" },
     "lease-database": { "type": "memfile", "persist": true,
-                        "name": "$WORK/kea-leases4.csv", "lfc-interval": 0 },
+                        "name": "$LEASES/kea-leases4.csv", "lfc-interval": 0 },
     $mt
     "valid-lifetime": 43200,
     "subnet4": [ { "subnet": "10.201.0.0/16",
@@ -257,21 +267,30 @@ run_perfdhcp() { # server durability repeat
         "replies the client namespace dropped: perfdhcp's receive buffer was full"
 }
 
-for server in $SERVERS; do
-    rm -rf "${WORK:?}"/dls "$WORK"/*.leases "$WORK"/kea-leases4.csv*
-    case $server in
-        dls) start_dls; durability=$DURABILITY_dls ;;
-        dnsmasq) start_dnsmasq; durability=$DURABILITY_dnsmasq ;;
-        kea) start_kea 0; durability=$DURABILITY_kea ;;
-        kea-mt) start_kea 2; durability=$DURABILITY_kea_mt ;;
-        *) echo "dhcp.sh: unknown server $server" >&2; exit 1 ;;
+for store in $STORES; do
+    case $store in
+        disk) LEASES=$WORK/leases SCENARIO=dhcp-exchanges ;;
+        tmpfs) LEASES=$SHM SCENARIO=dhcp-exchanges-tmpfs ;;
+        *) echo "dhcp.sh: unknown lease store $store" >&2; exit 1 ;;
     esac
-    wait_ready "$server"
-    for r in $(seq "$REPEAT"); do
-        run_dls_bench "$server" "$durability" "$r"
-        run_perfdhcp "$server" "$durability" "$r"
+    for server in $SERVERS; do
+        rm -rf "${LEASES:?}"/dls "$LEASES"/*.leases "$LEASES"/kea-leases4.csv*
+        mkdir -p "$LEASES"
+        case $server in
+            dls) start_dls; durability=$DURABILITY_dls ;;
+            dnsmasq) start_dnsmasq; durability=$DURABILITY_dnsmasq ;;
+            kea) start_kea 0; durability=$DURABILITY_kea ;;
+            kea-mt) start_kea 2; durability=$DURABILITY_kea_mt ;;
+            *) echo "dhcp.sh: unknown server $server" >&2; exit 1 ;;
+        esac
+        durability="$durability; leases on $store"
+        wait_ready "$server"
+        for r in $(seq "$REPEAT"); do
+            run_dls_bench "$server" "$durability" "$r"
+            run_perfdhcp "$server" "$durability" "$r"
+        done
+        rss=$(awk '/^VmHWM:/{printf "%.1f", $2 / 1024}' "/proc/$PID/status")
+        row "$server" dls-bench peak_rss_MiB "$rss" false 1 "VmHWM after all runs against it"
+        stop_server
     done
-    rss=$(awk '/^VmHWM:/{printf "%.1f", $2 / 1024}' "/proc/$PID/status")
-    row "$server" dls-bench peak_rss_MiB "$rss" false 1 "VmHWM after all runs against it"
-    stop_server
 done
