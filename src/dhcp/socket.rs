@@ -46,12 +46,23 @@ use super::store::Store;
 use super::wire;
 
 /// Datagrams handled per [`Service::on_readable`] call: bounds the time the
-/// control thread spends on a DHCP burst before it looks at signals and HTTP.
-pub const MAX_DATAGRAMS_PER_CALL: usize = 64;
+/// control thread spends on a DHCP burst before it looks at signals and HTTP
+/// (a few ms of decisions plus one journal flush). All requests of one call
+/// share that flush, so the bound is also the group-commit size: at 64 a
+/// storm of a few hundred clients paid several flushes per round and
+/// overflowed the socket buffer while waiting.
+pub const MAX_DATAGRAMS_PER_CALL: usize = 256;
 
 /// Receive buffer: one byte over the parser's limit, so an oversize
 /// datagram is seen as oversize rather than silently cut.
 const RECV_BUF_LEN: usize = wire::MAX_LEN + 1;
+
+/// Kernel receive buffer asked for each socket. Requests that arrive while
+/// the journal is flushed wait there; each small datagram costs a whole
+/// buffer (~1 KiB of the limit), so Linux's default of ~200 KiB holds only
+/// a couple of hundred and a boot storm overflows it into client retries.
+/// 4 MiB holds a few thousand.
+const SOCKET_RCVBUF: usize = 4 << 20;
 
 /// What the service did, for metrics (`dls_dhcp_*`).
 #[derive(Debug, Clone)]
@@ -232,9 +243,26 @@ impl Service {
         Ok(())
     }
 
+    /// Sends the OFFERs of `batch` at once, then makes its journal records
+    /// durable, then sends the rest.
+    ///
+    /// An OFFER promises nothing (RFC 2131 section 4.3.1: the address is
+    /// bound only by the ACK), so it need not wait for the flush: sending
+    /// it first lets its client's REQUEST arrive while the disk works, and
+    /// that REQUEST then shares the next flush with others. Every other
+    /// reply, ACKs above all, leaves only after the flush, even one with no
+    /// record of its own: it may rest on an earlier record of the batch.
     fn commit_and_send(&mut self, index: usize, batch: Batch, now: SystemTime) {
-        let durable = match self.store.append(&batch.journal, unix_secs(now)) {
-            Ok(()) => true,
+        let (early, late): (Vec<_>, Vec<_>) =
+            batch
+                .replies
+                .into_iter()
+                .partition(|(reply, needs_durable, ..)| {
+                    !needs_durable && reply.message_type == MessageType::Offer
+                });
+        self.send_replies(index, early);
+        match self.store.append(&batch.journal, unix_secs(now)) {
+            Ok(()) => self.send_replies(index, late),
             Err(e) => {
                 // Nothing depending on these records was promised yet: those
                 // replies are not sent, and their clients will retry.
@@ -246,16 +274,19 @@ impl Service {
                         self.counters.store_errors
                     );
                 }
-                false
+                let kept = late
+                    .into_iter()
+                    .filter(|(_, needs_durable, ..)| !needs_durable);
+                self.send_replies(index, kept.collect());
             }
-        };
+        }
+    }
+
+    fn send_replies(&mut self, index: usize, replies: Vec<(Outgoing, bool, Instant, Ipv4Addr)>) {
         let Some(listener) = self.listeners.get(index) else {
             return;
         };
-        for (reply, needs_durable, started, local) in batch.replies {
-            if needs_durable && !durable {
-                continue;
-            }
+        for (reply, _, started, local) in replies {
             let to = SocketAddr::V4(reply.destination);
             if let Err(e) = send_from(&listener.socket, &reply.bytes, reply.destination, local) {
                 self.counters.send_errors += 1;
@@ -320,6 +351,11 @@ fn bind(interface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.set_broadcast(true)?;
     setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
+    // SO_RCVBUFFORCE passes net.core.rmem_max (dlsd on port 67 usually has
+    // CAP_NET_ADMIN); without the capability the capped size still helps.
+    if setsockopt(&socket, sockopt::RcvBufForce, &SOCKET_RCVBUF).is_err() {
+        let _ = socket.set_recv_buffer_size(SOCKET_RCVBUF);
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
     Ok(socket.into())

@@ -1,9 +1,10 @@
 //! `dls-bench`: load generators that check every byte they receive.
 //!
-//! Today: `dls-bench tftp`. The iSCSI, DHCP and boot-storm loads of the
-//! benchmark issue come with those services. Every run is bounded in count
-//! and time; point it only at loopback or at hosts in namespaces you made.
+//! `tftp`, `dhcp`, `iscsi` and `storm` (all three in the order a booting
+//! machine uses them). Every run is bounded in count and time; point it
+//! only at loopback or at hosts in namespaces you made.
 
+mod dhcp;
 mod storm;
 mod tftp;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Many concurrent TFTP read transfers of one file against any server.
     Tftp(tftp::Args),
+    /// DHCP DISCOVER/OFFER/REQUEST/ACK exchanges from many MACs, as a relay agent.
+    Dhcp(dhcp::Args),
     /// A boot storm: N machines each doing DHCP, TFTP (iPXE binary and
     /// script) and an iSCSI login and read, all at once.
     Storm(storm::Args),
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tftp(args) => tftp::run(&args),
+        Command::Dhcp(args) => dhcp::run(&args),
         Command::Storm(args) => storm::run(&args),
     };
     match result {
