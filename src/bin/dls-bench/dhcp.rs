@@ -19,7 +19,7 @@
 //! used. Two clients holding the same address at once is counted as a
 //! conflict (it means the server gave one address twice).
 
-mod wire;
+pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

@@ -52,7 +52,9 @@ pub fn request(
     encode(xid, chaddr, giaddr, MessageType::Request, &extra)
 }
 
-fn encode(
+/// A relayed message of `kind` with the parameter request list and `extra`
+/// options (the boot storm adds a PXE client's class and architecture).
+pub fn encode(
     xid: u32,
     chaddr: [u8; 6],
     giaddr: Ipv4Addr,

@@ -13,14 +13,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
-use dhcproto::v4::{self, DhcpOption, Message, MessageType, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::v4::{self, DhcpOption, MessageType};
+
+use crate::dhcp::wire::{self, Reply, ACK, NAK, OFFER};
 
 /// How long a machine waits for each answer, and how often it asks.
 const WAIT: Duration = Duration::from_secs(1);
 const TRIES: u32 = 4;
 
-type Waiters = Arc<Mutex<HashMap<u32, Sender<Message>>>>;
+type Waiters = Arc<Mutex<HashMap<u32, Sender<Reply>>>>;
 
 pub struct Relay {
     socket: Arc<UdpSocket>,
@@ -81,88 +82,66 @@ impl Relay {
         &self,
         xid: u32,
         mac: [u8; 6],
-        replies: &Receiver<Message>,
+        replies: &Receiver<Reply>,
         deadline: Instant,
     ) -> Result<Ipv4Addr, String> {
-        let discover = self.message(xid, mac, MessageType::Discover);
-        let offer = self.ask(&discover, replies, MessageType::Offer, deadline)?;
-        let server_id = offer
-            .opts()
-            .get(OptionCode::ServerIdentifier)
-            .and_then(|o| match o {
-                DhcpOption::ServerIdentifier(ip) => Some(*ip),
-                _ => None,
-            })
-            .ok_or("OFFER without a server identifier")?;
-        let mut request = self.message(xid, mac, MessageType::Request);
-        request
-            .opts_mut()
-            .insert(DhcpOption::ServerIdentifier(server_id));
-        request
-            .opts_mut()
-            .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-        let ack = self.ask(&request, replies, MessageType::Ack, deadline)?;
-        if ack.yiaddr() != offer.yiaddr() {
+        let discover = self.message(xid, mac, MessageType::Discover, &[]);
+        let offer = self.ask(&discover, replies, OFFER, deadline)?;
+        let server_id = offer.server_id.ok_or("OFFER without a server identifier")?;
+        let extra = [
+            DhcpOption::ServerIdentifier(server_id),
+            DhcpOption::RequestedIpAddress(offer.yiaddr),
+        ];
+        let request = self.message(xid, mac, MessageType::Request, &extra);
+        let ack = self.ask(&request, replies, ACK, deadline)?;
+        if ack.yiaddr != offer.yiaddr {
             return Err(format!(
                 "ACK for {} after an OFFER of {}",
-                ack.yiaddr(),
-                offer.yiaddr()
+                ack.yiaddr, offer.yiaddr
             ));
         }
-        Ok(ack.yiaddr())
+        Ok(ack.yiaddr)
     }
 
     /// A relayed PXE BIOS client message, as a NIC's boot ROM sends it.
-    fn message(&self, xid: u32, mac: [u8; 6], kind: MessageType) -> Message {
-        let mut m = Message::new_with_id(
-            xid,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            self.local,
-            &mac,
-        );
-        m.set_hops(1);
-        let opts = m.opts_mut();
-        opts.insert(DhcpOption::MessageType(kind));
-        opts.insert(DhcpOption::ClassIdentifier(
-            b"PXEClient:Arch:00000:UNDI:002001".to_vec(),
-        ));
-        opts.insert(DhcpOption::ClientSystemArchitecture(
-            v4::Architecture::X86_Bios,
-        ));
-        m
+    fn message(&self, xid: u32, mac: [u8; 6], kind: MessageType, extra: &[DhcpOption]) -> Vec<u8> {
+        let mut options = vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::ClientSystemArchitecture(v4::Architecture::X86_Bios),
+        ];
+        options.extend_from_slice(extra);
+        wire::encode(xid, mac, self.local, kind, &options)
     }
 
-    /// Sends `msg` until a reply of `want` comes (or a NAK, which fails).
+    /// Sends `bytes` until a reply of type `want` comes (a NAK fails).
     fn ask(
         &self,
-        msg: &Message,
-        replies: &Receiver<Message>,
-        want: MessageType,
+        bytes: &[u8],
+        replies: &Receiver<Reply>,
+        want: u8,
         deadline: Instant,
-    ) -> Result<Message, String> {
-        let bytes = msg.to_vec().map_err(|e| format!("encode: {e}"))?;
+    ) -> Result<Reply, String> {
         for _ in 0..TRIES {
             if Instant::now() >= deadline {
                 break;
             }
             self.socket
-                .send_to(&bytes, self.server)
+                .send_to(bytes, self.server)
                 .map_err(|e| format!("send to {}: {e}", self.server))?;
             let until = (Instant::now() + WAIT).min(deadline);
             while let Some(left) = until.checked_duration_since(Instant::now()) {
                 let Ok(reply) = replies.recv_timeout(left) else {
                     break;
                 };
-                match reply.opts().msg_type() {
+                match reply.message_type {
                     Some(t) if t == want => return Ok(reply),
-                    Some(MessageType::Nak) => return Err("NAK".into()),
+                    Some(NAK) => return Err("NAK".into()),
                     _ => {}
                 }
             }
         }
-        Err(format!("no {want:?} after {TRIES} tries"))
+        let name = if want == OFFER { "OFFER" } else { "ACK" };
+        Err(format!("no {name} after {TRIES} tries"))
     }
 }
 
@@ -172,10 +151,10 @@ fn receive(socket: &UdpSocket, waiters: &Waiters, stop: &AtomicBool) {
         let Ok((len, _)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..len])) else {
+        let Some(msg) = Reply::parse(&buf[..len]) else {
             continue;
         };
-        let waiter = waiters.lock().ok().and_then(|w| w.get(&msg.xid()).cloned());
+        let waiter = waiters.lock().ok().and_then(|w| w.get(&msg.xid).cloned());
         if let Some(tx) = waiter {
             let _ = tx.try_send(msg);
         }
