@@ -9,7 +9,8 @@
 # the machine has two (dls with 2 workers is left unpinned: it needs both).
 #
 # Environment: PERF_REPEAT (default 3), PERF_QUICK=1 (64 MiB LUN, 1 s runs,
-# one repeat), PERF_ISCSI_SECONDS (default 5), DLSD, DLS_BENCH.
+# one repeat), PERF_ISCSI_SECONDS (default 5), PERF_ISCSI_LUN_MIB (default
+# 1024), DLSD, DLS_BENCH.
 set -euo pipefail
 
 OUT=${1:?usage: perf/iscsi.sh OUTDIR}
@@ -19,7 +20,7 @@ OUT=$(cd "$OUT" && pwd)
 ROWS=$OUT/rows.jsonl
 REPEAT=${PERF_REPEAT:-3}
 SECONDS_PER_RUN=${PERF_ISCSI_SECONDS:-5}
-LUN_MIB=1024
+LUN_MIB=${PERF_ISCSI_LUN_MIB:-1024}
 if [ "${PERF_QUICK:-0}" = 1 ]; then REPEAT=1; SECONDS_PER_RUN=1; LUN_MIB=64; fi
 DLSD=${DLSD:-$ROOT/target/release/dlsd}
 DLS_BENCH=${DLS_BENCH:-$ROOT/target/release/dls-bench}
