@@ -129,3 +129,33 @@ fn a_read_that_differs_from_the_expectation_is_a_failure() {
         "{r}"
     );
 }
+
+/// Small reads leave copied behind their header, large ones by sendfile,
+/// and `read_path = "pread"` reads everything: each is compared byte for
+/// byte with the LUN file.
+#[test]
+fn every_read_path_serves_the_lun_bytes() {
+    for read_path in ["sendfile", "pread"] {
+        let setup = IscsiSetup::fresh();
+        let bytes = pattern(8 << 20, 3);
+        let lun = setup.image("lun.img", &bytes);
+        let copy = setup.dir.path().join("copy.bin");
+        std::fs::write(&copy, &bytes).unwrap();
+        let settings = format!("read_path = \"{read_path}\"");
+        let (server, portal) = setup.start(&settings, &iscsi_target(IQN, &[(&lun, true)], ""));
+        for bs in ["4k", "32k", "36k", "1m"] {
+            let (ok, text) = bench(
+                &portal,
+                &[
+                    "--block-size",
+                    bs,
+                    "--ios",
+                    "400",
+                    "--data",
+                    copy.to_str().unwrap(),
+                ],
+            );
+            assert!(ok, "{read_path} {bs}: {text}\n{}", server.log());
+        }
+    }
+}

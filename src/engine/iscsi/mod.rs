@@ -12,7 +12,7 @@
 //! Not done yet: command latency histograms; an I/O thread pool (writes and
 //! flushes run on the worker, see `store.rs`).
 
-mod rx;
+pub mod rx;
 mod store;
 
 use std::collections::HashMap;
