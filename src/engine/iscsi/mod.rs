@@ -3,14 +3,18 @@
 //! phase by the sans-IO state machines of [`crate::iscsi`].
 //!
 //! A connection stays on the worker that accepted it. Its receive buffer
-//! holds at most one PDU plus what arrived behind it; PDUs are framed with
-//! the negotiated digests and data limit, handled a bounded number per
-//! wakeup, and their answers queued in an [`OutQueue`]: headers as bytes,
-//! read data as ranges of the backing store that leave by `sendfile` (or by
-//! pread when a data digest needs the bytes, or the store cannot be sent).
+//! ([`rx::RxBuf`]) holds at most one PDU plus what arrived behind it; one
+//! read takes every command PDU the socket has, and all of them are framed
+//! with the negotiated digests and data limit and handled (a bounded number
+//! per wakeup) before anything is written. Answers go to an [`OutQueue`]:
+//! headers, and reads up to [`INLINE_READ_MAX`], are appended to one byte
+//! buffer so a batch leaves in one `send`; larger reads are ranges of the
+//! backing store that leave by `sendfile` (or by pread when a data digest
+//! needs the bytes, or the store cannot be sent).
 //!
-//! Not done yet: command latency histograms; an I/O thread pool (writes and
-//! flushes run on the worker, see `store.rs`).
+//! Not done yet: an I/O thread pool (writes and flushes run on the worker,
+//! see `store.rs`); the per-command latency table is a HashMap insert and
+//! remove per command.
 
 pub mod rx;
 mod store;

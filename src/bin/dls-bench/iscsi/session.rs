@@ -324,7 +324,7 @@ impl Session {
                         stats.fail(format!("data mismatch at LUN byte {at}"));
                     }
                 }
-                task.received += data.len() as u32;
+                task.received = task.received.saturating_add(data.len() as u32);
                 if d.has_status {
                     self.n.exp_stat_sn = d.stat_sn.wrapping_add(1);
                     self.complete(d.itt, d.status, 0, plan, stats, now);
