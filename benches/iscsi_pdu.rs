@@ -114,8 +114,7 @@ fn data_in_batch(c: &mut Criterion) {
     let mut q = OutQueue::default();
     let mut g = c.benchmark_group("iscsi_send_32_data_in_4k");
     g.throughput(Throughput::Bytes(32 * (48 + 4096)));
-    let mut flush =
-        |q: &mut OutQueue| while !q.flush(tx.as_raw_fd(), FilePath::Sendfile).unwrap() {};
+    let flush = |q: &mut OutQueue| while !q.flush(tx.as_raw_fd(), FilePath::Sendfile).unwrap() {};
     g.bench_function("copied", |b| {
         b.iter(|| {
             for i in 0..32u64 {

@@ -253,7 +253,7 @@ fn connect_all(args: &Args) -> io::Result<(Vec<Session>, Plan)> {
         ready.push((stream, neg, n));
     }
     let (blocks, block_len) = capacity.expect("at least one session");
-    if block_len == 0 || args.block_size % block_len != 0 {
+    if block_len == 0 || !args.block_size.is_multiple_of(block_len) {
         return Err(io::Error::other(format!(
             "--block-size {} is not a multiple of the LUN's {block_len}-byte blocks",
             args.block_size
