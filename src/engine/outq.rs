@@ -45,7 +45,14 @@ pub struct OutQueue {
     pending: u64,
     /// Buffer for the pread path, kept between calls.
     scratch: Vec<u8>,
+    /// A written-out byte chunk's buffer, reused for the next one so a
+    /// steady stream of small PDUs allocates nothing.
+    spare: Vec<u8>,
 }
+
+/// Small pieces are appended to the last byte chunk up to this size, so a
+/// batch of headers and small reads leaves in one `send`.
+const COALESCE_MAX: usize = 256 << 10;
 
 /// Largest piece read by the pread path at once.
 const PREAD_CHUNK: usize = 256 << 10;
@@ -55,6 +62,58 @@ impl OutQueue {
         if !buf.is_empty() {
             self.pending += buf.len() as u64;
             self.chunks.push_back(Chunk::Bytes { buf, pos: 0 });
+        }
+    }
+
+    /// Appends `bytes` to the last byte chunk when it has room, so many
+    /// small PDUs leave in one `send` and need no allocation each.
+    pub fn push_slice(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.pending += bytes.len() as u64;
+        self.tail(bytes.len()).extend_from_slice(bytes);
+    }
+
+    /// Appends `len` bytes of `file` at `offset`, read now into the last
+    /// byte chunk (one `pread`, no allocation). For small reads, where
+    /// one copy costs less than the extra `sendfile` call per PDU.
+    pub fn push_read(&mut self, file: &File, offset: u64, len: usize) -> io::Result<()> {
+        let buf = self.tail(len);
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        let got = sys::pread_full(file, &mut buf[at..], offset);
+        match got {
+            Ok(n) if n == len => {
+                self.pending += len as u64;
+                Ok(())
+            }
+            Ok(_) => {
+                buf.truncate(at);
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backing store shrank",
+                ))
+            }
+            Err(e) => {
+                buf.truncate(at);
+                Err(e)
+            }
+        }
+    }
+
+    /// The byte chunk at the end of the queue with room for `len` more.
+    fn tail(&mut self, len: usize) -> &mut Vec<u8> {
+        let fits = matches!(self.chunks.back(), Some(Chunk::Bytes { buf, .. }) if buf.len() + len <= COALESCE_MAX);
+        if !fits {
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.clear();
+            self.chunks.push_back(Chunk::Bytes { buf, pos: 0 });
+        }
+        match self.chunks.back_mut() {
+            Some(Chunk::Bytes { buf, .. }) => buf,
+            // A byte chunk was just found or pushed at the back.
+            _ => unreachable!("the back chunk holds bytes"),
         }
     }
 
@@ -132,7 +191,11 @@ impl OutQueue {
                 Chunk::File { len, .. } => *len == 0,
             };
             if done {
-                self.chunks.pop_front();
+                if let Some(Chunk::Bytes { buf, .. }) = self.chunks.pop_front() {
+                    if buf.capacity() <= COALESCE_MAX * 2 {
+                        self.spare = buf;
+                    }
+                }
             }
         }
         Ok(true)

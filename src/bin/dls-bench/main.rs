@@ -5,6 +5,7 @@
 //! only at loopback or at hosts in namespaces you made.
 
 mod dhcp;
+mod iscsi;
 mod storm;
 mod tftp;
 
@@ -26,6 +27,8 @@ enum Command {
     Tftp(tftp::Args),
     /// DHCP DISCOVER/OFFER/REQUEST/ACK exchanges from many MACs, as a relay agent.
     Dhcp(dhcp::Args),
+    /// S iSCSI sessions x queue depth Q of READ/WRITE commands against any target.
+    Iscsi(iscsi::Args),
     /// A boot storm: N machines each doing DHCP, TFTP (iPXE binary and
     /// script) and an iSCSI login and read, all at once.
     Storm(storm::Args),
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tftp(args) => tftp::run(&args),
         Command::Dhcp(args) => dhcp::run(&args),
+        Command::Iscsi(args) => iscsi::run(&args),
         Command::Storm(args) => storm::run(&args),
     };
     match result {

@@ -3,19 +3,24 @@
 //! phase by the sans-IO state machines of [`crate::iscsi`].
 //!
 //! A connection stays on the worker that accepted it. Its receive buffer
-//! holds at most one PDU plus what arrived behind it; PDUs are framed with
-//! the negotiated digests and data limit, handled a bounded number per
-//! wakeup, and their answers queued in an [`OutQueue`]: headers as bytes,
-//! read data as ranges of the backing store that leave by `sendfile` (or by
-//! pread when a data digest needs the bytes, or the store cannot be sent).
+//! ([`rx::RxBuf`]) holds at most one PDU plus what arrived behind it; one
+//! read takes every command PDU the socket has, and all of them are framed
+//! with the negotiated digests and data limit and handled (a bounded number
+//! per wakeup) before anything is written. Answers go to an [`OutQueue`]:
+//! headers, and reads up to [`INLINE_READ_MAX`], are appended to one byte
+//! buffer so a batch leaves in one `send`; larger reads are ranges of the
+//! backing store that leave by `sendfile` (or by pread when a data digest
+//! needs the bytes, or the store cannot be sent).
 //!
-//! Not done yet: command latency histograms; an I/O thread pool (writes and
-//! flushes run on the worker, see `store.rs`).
+//! Not done yet: an I/O thread pool (writes and flushes run on the worker,
+//! see `store.rs`); the per-command latency table is a HashMap insert and
+//! remove per command.
 
+pub mod rx;
 mod store;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +52,7 @@ use crate::iscsi::scsi::lu::{LogicalUnit, LuConfig, NexusId};
 use crate::iscsi::scsi::Target;
 use crate::iscsi::session::{CloseReason, Session, Timers as SessionTimers};
 use crate::sys;
+use rx::RxBuf;
 
 pub const LISTENER_BASE: usize = 4 << 20;
 const CONN_BASE: usize = 5 << 20;
@@ -66,6 +72,13 @@ const MAX_STARTED: usize = 4096;
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 256 << 10;
+/// Reads up to this size leave as bytes copied into the output queue
+/// behind their header (one `pread`, and one `send` for a whole batch of
+/// PDUs) rather than by `sendfile`: for small reads the extra `sendfile`
+/// call and separate header `send` per PDU cost more than copying the data.
+const INLINE_READ_MAX: u32 = 32 << 10;
+/// Padding source (a data segment pads to 4 bytes, RFC 7143 11.2.3).
+const ZEROS: [u8; 4] = [0; 4];
 /// Queued output past which a connection stops reading new commands until
 /// the initiator drains it (back-pressure, bounds memory per connection).
 const MAX_QUEUED: u64 = 16 << 20;
@@ -190,7 +203,7 @@ struct Conn {
     ctx: Arc<IscsiContext>,
     stream: TcpStream,
     peer: SocketAddr,
-    rx: Vec<u8>,
+    rx: RxBuf,
     phase: Phase,
     out: OutQueue,
     timer: Option<Instant>,
@@ -370,7 +383,7 @@ impl IscsiService {
                 ctx: self.ctx.clone(),
                 stream,
                 peer,
-                rx: Vec::with_capacity(8192),
+                rx: RxBuf::default(),
                 phase: Phase::Login(Box::new(login)),
                 out: OutQueue::default(),
                 timer: None,
@@ -488,7 +501,7 @@ impl IscsiService {
                 Phase::Full { session, .. } => (session.digests(), session.max_recv_data()),
                 Phase::Closing => break,
             };
-            match frame::frame(&c.rx, digests, max_data) {
+            match frame::frame(c.rx.data(), digests, max_data) {
                 Ok(Frame::Incomplete { .. }) => break,
                 Ok(Frame::Complete(_)) | Err(_) => {}
             }
@@ -497,7 +510,7 @@ impl IscsiService {
             if consumed == 0 {
                 break;
             }
-            c.rx.drain(..consumed.min(c.rx.len()));
+            c.rx.consume(consumed);
         }
         run_io(c, &ctx);
         queue_output(c, &ctx, &mut self.latency, now)?;
@@ -565,30 +578,19 @@ fn random_seed() -> [u8; CHALLENGE_LEN + 1] {
 
 /// Reads what is available, up to one chunk; true at end of stream.
 fn fill(c: &mut Conn) -> Result<bool, String> {
-    let start = c.rx.len();
-    c.rx.resize(start + READ_CHUNK, 0);
-    let r = c.stream.read(&mut c.rx[start..]);
-    match r {
-        Ok(0) => {
-            c.rx.truncate(start);
-            Ok(true)
-        }
+    match c.rx.read_from(&mut c.stream, READ_CHUNK) {
+        Ok(0) => Ok(true),
         Ok(n) => {
-            c.rx.truncate(start + n);
             // There may be more behind this chunk.
-            c.more = n == READ_CHUNK;
+            c.more |= n == READ_CHUNK;
             Ok(false)
         }
         Err(e)
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted =>
         {
-            c.rx.truncate(start);
             Ok(false)
         }
-        Err(e) => {
-            c.rx.truncate(start);
-            Err(format!("read failed: {e}"))
-        }
+        Err(e) => Err(format!("read failed: {e}")),
     }
 }
 
@@ -602,7 +604,7 @@ fn handle_one(
     max_data: u32,
     now: Instant,
 ) -> usize {
-    let parsed = Pdu::parse(&c.rx, digests, max_data);
+    let parsed = Pdu::parse(c.rx.data(), digests, max_data);
     match std::mem::replace(&mut c.phase, Phase::Closing) {
         Phase::Login(login) => {
             let (pdu, len) = match parsed {
@@ -660,7 +662,7 @@ fn handle_one(
                     let skip = match e {
                         // The header is sound: skip this PDU and go on.
                         crate::iscsi::frame::PduError::DataDigest { .. } => {
-                            match frame::frame(&c.rx, digests, max_data) {
+                            match frame::frame(c.rx.data(), digests, max_data) {
                                 Ok(Frame::Complete(layout)) => layout.total(),
                                 _ => 0,
                             }
@@ -819,24 +821,26 @@ fn queue_output(
         let pad = tx.pad_len();
         record_latency(&tx.header.bhs(), &mut c.started, latency, now);
         match &tx.data {
-            Payload::None => c.out.push_bytes(tx.header.as_slice().to_vec()),
+            Payload::None => c.out.push_slice(tx.header.as_slice()),
             Payload::Inline(bytes) => {
-                let mut buf =
-                    Vec::with_capacity(tx.header.as_slice().len() + bytes.len() + pad + 4);
-                buf.extend_from_slice(tx.header.as_slice());
-                buf.extend_from_slice(bytes);
-                buf.resize(buf.len() + pad, 0);
+                c.out.push_slice(tx.header.as_slice());
+                c.out.push_slice(bytes);
+                c.out.push_slice(&ZEROS[..pad]);
                 if tx.data_digest {
-                    buf.extend_from_slice(&frame::data_digest([&bytes[..]]));
+                    c.out.push_slice(&frame::data_digest([&bytes[..]]));
                 }
-                c.out.push_bytes(buf);
             }
             Payload::Store { lun, offset, len } => {
                 let Some(store) = ctx.store(*target, *lun) else {
                     return Err(format!("data for missing LUN {lun}"));
                 };
-                c.out.push_bytes(tx.header.as_slice().to_vec());
-                if tx.data_digest || !store.sendfile {
+                c.out.push_slice(tx.header.as_slice());
+                if !tx.data_digest && store.sendfile && *len <= INLINE_READ_MAX {
+                    c.out
+                        .push_read(&store.file, *offset, *len as usize)
+                        .map_err(|e| format!("read of LUN {lun} failed: {e}"))?;
+                    c.out.push_slice(&ZEROS[..pad]);
+                } else if tx.data_digest || !store.sendfile {
                     // The digest needs the bytes: read them once here.
                     let mut data = vec![0u8; *len as usize + pad];
                     let got = sys::pread_full(&store.file, &mut data[..*len as usize], *offset)
@@ -852,9 +856,7 @@ fn queue_output(
                 } else {
                     c.out
                         .push_file(store.file.clone(), *offset, u64::from(*len));
-                    if pad > 0 {
-                        c.out.push_bytes(vec![0; pad]);
-                    }
+                    c.out.push_slice(&ZEROS[..pad]);
                 }
             }
         }

@@ -5,22 +5,20 @@
 //! boot loader and kernel mostly in sequence, and the storm measures many
 //! such machines, not one deep queue (`dls-bench iscsi` does that).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
-use dls::iscsi::pdu::{
-    self, DataIn, Header, LoginRequest, LoginResponse, LogoutRequest, ScsiCommand, BHS_LEN,
-};
-use dls::iscsi::text;
+use dls::iscsi::pdu::{self, DataIn, Header, LogoutRequest, ScsiCommand};
 
-/// What this initiator accepts in one Data-In.
-const MAX_RECV_DATA: u32 = 262_144;
+use crate::iscsi::login::{self, Numbers, Offer};
+
+/// What this initiator accepts in one Data-In: the most `login::recv` takes.
+const MAX_RECV_DATA: u32 = 65_536;
 
 pub struct Session {
     stream: TcpStream,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
+    n: Numbers,
     itt: u32,
     block_len: u32,
     buf: Vec<u8>,
@@ -28,7 +26,7 @@ pub struct Session {
 
 impl Session {
     /// Connects and logs in (no authentication, no digests) to the full
-    /// feature phase.
+    /// feature phase, as `dls-bench iscsi` does.
     pub fn login(
         portal: SocketAddr,
         initiator: &str,
@@ -39,88 +37,30 @@ impl Session {
         let left = deadline
             .checked_duration_since(Instant::now())
             .ok_or("no time left")?;
-        let stream = TcpStream::connect_timeout(&portal, left)
+        let mut stream = TcpStream::connect_timeout(&portal, left)
             .map_err(|e| format!("connect {portal}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(left))
             .map_err(|e| e.to_string())?;
-        let mut s = Session {
-            stream,
-            cmd_sn: 1,
-            exp_stat_sn: 0,
-            itt: 1,
-            block_len: 512,
-            buf: Vec::new(),
-        };
         let [hi, lo] = isid_low.to_be_bytes();
         // ISID type "random" (0x80) with the machine's index in the low bytes.
-        let isid = [0x80, 0x12, 0x34, 0x56, hi, lo];
-        let mut keys = Vec::new();
-        text::encode(&mut keys, "InitiatorName", initiator);
-        text::encode(&mut keys, "SessionType", "Normal");
-        text::encode(&mut keys, "TargetName", target);
-        text::encode(&mut keys, "AuthMethod", "None");
-        let mut stage = 0;
-        let mut tsih = 0;
-        for _ in 0..8 {
-            let nsg = if stage == 0 { 1 } else { 3 };
-            let req = Header::LoginRequest(LoginRequest {
-                transit: true,
-                csg: stage,
-                nsg,
-                isid,
-                tsih,
-                itt: s.itt,
-                cmd_sn: s.cmd_sn,
-                exp_stat_sn: s.exp_stat_sn,
-                ..Default::default()
-            });
-            s.send(&req, &keys)?;
-            let (resp, _) = s.recv()?;
-            let Header::LoginResponse(LoginResponse {
-                transit,
-                nsg: got_nsg,
-                tsih: t,
-                stat_sn,
-                status_class,
-                status_detail,
-                ..
-            }) = resp
-            else {
-                return Err(format!(
-                    "expected a Login Response, got {:?}",
-                    resp.opcode()
-                ));
-            };
-            if status_class != 0 {
-                return Err(format!(
-                    "login refused: class {status_class} detail {status_detail}"
-                ));
-            }
-            s.exp_stat_sn = stat_sn.wrapping_add(1);
-            tsih = t;
-            keys.clear();
-            if transit && got_nsg == 3 {
-                return Ok(s);
-            }
-            if transit {
-                stage = got_nsg;
-            }
-            if stage == 1 {
-                for (k, v) in [
-                    ("HeaderDigest", "None"),
-                    ("DataDigest", "None"),
-                    ("MaxRecvDataSegmentLength", "262144"),
-                    ("InitialR2T", "Yes"),
-                    ("ImmediateData", "Yes"),
-                    ("ErrorRecoveryLevel", "0"),
-                ] {
-                    text::encode(&mut keys, k, v);
-                }
-            }
-        }
-        Err("login did not reach the full feature phase".into())
+        let offer = Offer {
+            initiator,
+            target,
+            isid: [0x80, 0x12, 0x34, 0x56, hi, lo],
+            max_recv_data: MAX_RECV_DATA,
+            max_burst: 262_144,
+            first_burst: 65_536,
+        };
+        let (_, n) = login::login(&mut stream, &offer).map_err(|e| format!("login: {e}"))?;
+        Ok(Session {
+            stream,
+            n,
+            itt: 0x1000,
+            block_len: 512,
+            buf: Vec::new(),
+        })
     }
 
     /// Reads `bytes` from the start of `lun` in commands of `io_size`.
@@ -171,12 +111,8 @@ impl Session {
     }
 
     fn read_capacity(&mut self, lun: u64) -> Result<(), String> {
-        let mut cdb = [0u8; 16];
-        cdb[0] = 0x9e; // SERVICE ACTION IN(16)
-        cdb[1] = 0x10; // READ CAPACITY(16)
-        cdb[13] = 32;
-        self.command(lun, cdb, 32)?;
-        let len = u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]);
+        let (_, len) =
+            login::read_capacity(&mut self.stream, lun, &mut self.n).map_err(|e| e.to_string())?;
         if len == 0 || len > 1 << 20 {
             return Err(format!("READ CAPACITY: block length {len}"));
         }
@@ -199,16 +135,16 @@ impl Session {
             final_bit: true,
             read: true,
             attr: 1, // simple
-            lun: lun << 48,
+            lun: login::encode_lun(lun),
             itt,
             expected_len,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
+            cmd_sn: self.n.cmd_sn,
+            exp_stat_sn: self.n.exp_stat_sn,
             cdb,
             ..Default::default()
         });
-        self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        self.send(&cmd, &[])?;
+        self.n.cmd_sn = self.n.cmd_sn.wrapping_add(1);
+        self.send(cmd, &[])?;
         let mut received = 0u64;
         let mut data = std::mem::take(&mut self.buf);
         data.clear();
@@ -225,12 +161,12 @@ impl Session {
                     received += segment.len() as u64;
                     data.extend_from_slice(&segment);
                     if has_status {
-                        self.exp_stat_sn = stat_sn.wrapping_add(1);
+                        self.n.exp_stat_sn = stat_sn.wrapping_add(1);
                         break check_status(status, &[]);
                     }
                 }
                 Header::ScsiResponse(r) if r.itt == itt => {
-                    self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+                    self.n.exp_stat_sn = r.stat_sn.wrapping_add(1);
                     break if r.response != 0 {
                         Err(format!("target failure (response {})", r.response))
                     } else {
@@ -244,10 +180,10 @@ impl Session {
                         lun: n.lun,
                         itt: 0xffff_ffff,
                         ttt: n.ttt,
-                        cmd_sn: self.cmd_sn,
-                        exp_stat_sn: self.exp_stat_sn,
+                        cmd_sn: self.n.cmd_sn,
+                        exp_stat_sn: self.n.exp_stat_sn,
                     });
-                    self.send(&out, &[])?;
+                    self.send(out, &[])?;
                 }
                 Header::NopIn(_) | Header::AsyncMessage(_) => {}
                 other => break Err(format!("unexpected {:?}", other.opcode())),
@@ -266,43 +202,21 @@ impl Session {
             immediate: true,
             reason: 0,
             itt: self.itt,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
+            cmd_sn: self.n.cmd_sn,
+            exp_stat_sn: self.n.exp_stat_sn,
             ..Default::default()
         });
-        if self.send(&req, &[]).is_ok() {
+        if self.send(req, &[]).is_ok() {
             let _ = self.recv();
         }
     }
 
-    fn send(&mut self, h: &Header, data: &[u8]) -> Result<(), String> {
-        let mut pdu = h.encode(0, data.len() as u32).to_vec();
-        pdu.extend_from_slice(data);
-        pdu.resize(pdu.len().next_multiple_of(4), 0);
-        self.stream
-            .write_all(&pdu)
-            .map_err(|e| format!("send: {e}"))
+    fn send(&mut self, h: Header, data: &[u8]) -> Result<(), String> {
+        login::send(&mut self.stream, h, data).map_err(|e| format!("send: {e}"))
     }
 
     fn recv(&mut self) -> Result<(Header, Vec<u8>), String> {
-        let mut bhs = [0u8; BHS_LEN];
-        self.read_exact(&mut bhs)?;
-        let ahs = pdu::ahs_len(&bhs);
-        let len = pdu::data_len(&bhs);
-        if len > MAX_RECV_DATA {
-            return Err(format!(
-                "data segment of {len} bytes, above the {MAX_RECV_DATA} offered"
-            ));
-        }
-        let mut rest = vec![0u8; ahs + (len as usize).next_multiple_of(4)];
-        self.read_exact(&mut rest)?;
-        rest.drain(..ahs);
-        rest.truncate(len as usize);
-        Ok((Header::parse(&bhs), rest))
-    }
-
-    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), String> {
-        self.stream.read_exact(buf).map_err(|e| match e.kind() {
+        login::recv(&mut self.stream).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 "target silent until the time limit".into()
             }
