@@ -4,6 +4,7 @@
 //! benchmark issue come with those services. Every run is bounded in count
 //! and time; point it only at loopback or at hosts in namespaces you made.
 
+mod report;
 mod tftp;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Many concurrent TFTP read transfers of one file against any server.
     Tftp(tftp::Args),
+    /// Medians, ratios against the best peer, tables and charts of perf/ rows.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tftp(args) => tftp::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
