@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # perf/lib.sh: shell helpers shared by the perf/ drivers. Source it:
 #   . "$(dirname "$0")/lib.sh"
 #

@@ -32,7 +32,10 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// A TrueType font for the chart text (Debian: fonts-dejavu-core).
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     font: PathBuf,
     /// Write the tables only, no charts.
     #[arg(long)]
@@ -103,7 +106,10 @@ pub fn run(args: &Args) -> io::Result<bool> {
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", args.input.display())))?;
     let rows = parse_rows(&text)?;
     if rows.is_empty() {
-        return Err(io::Error::other(format!("{}: no rows", args.input.display())));
+        return Err(io::Error::other(format!(
+            "{}: no rows",
+            args.input.display()
+        )));
     }
     let groups = group(&rows);
     let ratios = ratios(&groups);
@@ -134,7 +140,10 @@ pub fn parse_rows(text: &str) -> io::Result<Vec<Row>> {
         let row: Row = serde_json::from_str(line)
             .map_err(|e| io::Error::other(format!("rows line {}: {e}", n + 1)))?;
         if !row.value.is_finite() {
-            return Err(io::Error::other(format!("rows line {}: value not finite", n + 1)));
+            return Err(io::Error::other(format!(
+                "rows line {}: value not finite",
+                n + 1
+            )));
         }
         rows.push(row);
     }
@@ -206,10 +215,7 @@ pub fn ratios(groups: &[Group]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for d in groups.iter().filter(|g| g.is_dls()) {
         let peers = groups.iter().filter(|p| {
-            !p.is_dls()
-                && p.scenario == d.scenario
-                && p.client == d.client
-                && p.metric == d.metric
+            !p.is_dls() && p.scenario == d.scenario && p.client == d.client && p.metric == d.metric
         });
         let best = peers.fold(None::<&Group>, |best, p| match best {
             Some(b) if better(b.median, p.median, d.higher_is_better) => Some(b),
@@ -264,7 +270,10 @@ fn markdown(groups: &[Group], ratios: &[Ratio], charts: &[(String, PathBuf)]) ->
          higher is better, peer / dls when lower is better).\n"
     );
     let _ = writeln!(md, "## Ratios\n");
-    let _ = writeln!(md, "| scenario | client | metric | dls | best peer | ratio |");
+    let _ = writeln!(
+        md,
+        "| scenario | client | metric | dls | best peer | ratio |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for r in ratios {
         let ratio = r.ratio.map_or("n/a".into(), |x| format!("{x:.2}x"));
@@ -289,7 +298,10 @@ fn markdown(groups: &[Group], ratios: &[Ratio], charts: &[(String, PathBuf)]) ->
             let file = png.file_name().map(|f| f.to_string_lossy().into_owned());
             let _ = writeln!(md, "![{s}]({})\n", file.unwrap_or_default());
         }
-        let _ = writeln!(md, "| server | client | metric | median | min | max | n | note |");
+        let _ = writeln!(
+            md,
+            "| server | client | metric | median | min | max | n | note |"
+        );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for g in groups.iter().filter(|g| g.scenario == s) {
             let _ = writeln!(
@@ -309,11 +321,18 @@ fn markdown(groups: &[Group], ratios: &[Ratio], charts: &[(String, PathBuf)]) ->
     md
 }
 
-/// Relative path helper for callers that want to link charts.
+/// Where a scenario's chart goes: its name, with anything but ASCII letters,
+/// digits and '-' replaced, so a driver's scenario name cannot leave `out`.
 pub fn chart_file(out: &Path, scenario: &str) -> PathBuf {
     let safe: String = scenario
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     out.join(format!("{safe}.png"))
 }
@@ -384,7 +403,11 @@ mod tests {
         ];
         let r = ratios(&group(&rows));
         assert_eq!(r[0].best_peer, "b");
-        assert_eq!(r[0].ratio, Some(0.5), "dls uses twice the best peer's memory");
+        assert_eq!(
+            r[0].ratio,
+            Some(0.5),
+            "dls uses twice the best peer's memory"
+        );
     }
 
     #[test]
@@ -408,6 +431,12 @@ mod tests {
     fn no_peer_no_ratio() {
         let r = ratios(&group(&[row("dls", Some(1), "MB/s", 1.0, true)]));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn chart_names_stay_inside_the_output_directory() {
+        let p = chart_file(Path::new("/out"), "../tftp storm/200");
+        assert_eq!(p, Path::new("/out/___tftp_storm_200.png"));
     }
 
     #[test]

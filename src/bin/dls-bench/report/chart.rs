@@ -176,11 +176,15 @@ fn panel(
             .iter()
             .map(move |v| Circle::new((SegmentValue::CenterOf(i as i32), *v), 3, BLACK.filled()))
     }))?;
-    let value_style = TextStyle::from(("sans-serif", 13).into_font())
-        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    let value_style =
+        TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
     chart.draw_series(series.iter().enumerate().map(|(i, g)| {
         let x = SegmentValue::CenterOf(i as i32);
-        Text::new(fmt_value(g.median), (x, g.max + top * 0.02), value_style.clone())
+        Text::new(
+            fmt_value(g.median),
+            (x, g.max + top * 0.02),
+            value_style.clone(),
+        )
     }))?;
     Ok(())
 }
