@@ -3,7 +3,8 @@
 # protocol driver (perf/<proto>.sh) into perf/results/<UTC date-time>/,
 # writes machine.txt, turns rows.jsonl into summary.md, summary.json and a
 # PNG chart per scenario (`dls-bench report`), and copies the run to
-# perf/results/latest/.
+# perf/results/latest/ (not a PERF_QUICK=1 run: that stays in its own
+# <date>-quick directory).
 #
 # Environment (perf/README.md): PERF_ONLY="tftp dhcp" runs only those
 # drivers; PERF_REPEAT (default 3), PERF_QUICK=1 (a smoke run), DLSD and
@@ -19,8 +20,11 @@ PERF_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$PERF_DIR/.." && pwd)
 DRIVERS=${PERF_ONLY:-"tftp iscsi dhcp storm"}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
-OUT="$PERF_DIR/results/$STAMP"
 export PERF_REPEAT=${PERF_REPEAT:-3} PERF_QUICK=${PERF_QUICK:-0}
+# A smoke run must not replace the published figures: it gets its own
+# directory and leaves perf/results/latest alone.
+if [ "$PERF_QUICK" = 1 ]; then STAMP="$STAMP-quick"; fi
+OUT="$PERF_DIR/results/$STAMP"
 export DLSD=${DLSD:-$REPO/target/release/dlsd}
 export DLS_BENCH=${DLS_BENCH:-$REPO/target/release/dls-bench}
 
@@ -56,12 +60,14 @@ echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt
 
 if [ -s "$OUT/rows.jsonl" ]; then
     "$DLS_BENCH" report --input "$OUT/rows.jsonl" --out "$OUT"
-    rm -rf "$PERF_DIR/results/latest"
-    cp -r "$OUT" "$PERF_DIR/results/latest"
+    if [ "$PERF_QUICK" != 1 ]; then
+        rm -rf "$PERF_DIR/results/latest"
+        cp -r "$OUT" "$PERF_DIR/results/latest"
+    fi
 fi
 
 echo
-echo "results: $OUT (copied to perf/results/latest)"
+echo "results: $OUT$([ "$PERF_QUICK" = 1 ] || echo ' (copied to perf/results/latest)')"
 echo "drivers ran and passed: ${ran[*]:-none}"
 if [ ${#failed[@]} -ne 0 ]; then echo "drivers FAILED: ${failed[*]}"; fi
 if [ ${#missing[@]} -ne 0 ]; then echo "drivers MISSING: ${missing[*]}"; fi

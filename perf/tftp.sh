@@ -22,6 +22,7 @@
 # measurements; a peer's failed transfers in the storm are recorded as its
 # `failures` row.
 
+# shellcheck source=perf/lib.sh
 . "$(dirname "$0")/lib.sh"
 perf_init "$@"
 
