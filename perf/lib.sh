@@ -6,8 +6,10 @@
 # perf_need (apt-get for missing commands), perf_start/perf_stop (servers by
 # PID, stopped on exit by the trap perf_init sets), perf_netns (a private
 # network namespace with its own loopback, so fixed ports like dnsmasq's 69
-# never meet another job's), perf_peak_rss_mib / perf_tree_rss_* (memory),
-# perf_cpu_ticks (CPU time), perf_row (one JSON line into rows.jsonl) and
+# never meet another job's), perf_peak_rss_mib and perf_tree_start/stop
+# (memory; CPU of forked children),
+# perf_cpu_ticks (CPU time), perf_row (one JSON line into rows.jsonl),
+# perf_fail/perf_finish (go on, exit 1 at the end) and
 # perf_now/perf_elapsed (wall clock).
 
 set -euo pipefail
