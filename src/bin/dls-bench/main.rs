@@ -6,6 +6,7 @@
 
 mod dhcp;
 mod iscsi;
+mod report;
 mod storm;
 mod tftp;
 
@@ -32,6 +33,8 @@ enum Command {
     /// A boot storm: N machines each doing DHCP, TFTP (iPXE binary and
     /// script) and an iSCSI login and read, all at once.
     Storm(storm::Args),
+    /// Medians, ratios against the best peer, tables and charts of perf/ rows.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Dhcp(args) => dhcp::run(&args),
         Command::Iscsi(args) => iscsi::run(&args),
         Command::Storm(args) => storm::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
