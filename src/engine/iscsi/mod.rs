@@ -70,7 +70,12 @@ const LATENCY_PUBLISH: Duration = Duration::from_secs(1);
 const MAX_STARTED: usize = 4096;
 /// How long a logged-out connection may take to read its Logout Response.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
-/// Bytes read per `read` call.
+/// Bytes read per `read` call: a connection starts at the smaller size and
+/// doubles towards the larger each time a read fills its chunk. A session
+/// that sends only command PDUs (a booting machine reading its disk) keeps
+/// a small buffer, so hundreds of them cost a few MiB, not 256 KiB each;
+/// one that streams Data-Out gets big reads within a few wakeups.
+const READ_CHUNK_MIN: usize = 16 << 10;
 const READ_CHUNK: usize = 256 << 10;
 /// Reads up to this size leave as bytes copied into the output queue
 /// behind their header (one `pread`, and one `send` for a whole batch of
@@ -209,6 +214,8 @@ struct Conn {
     timer: Option<Instant>,
     /// The input stopped at a bound or for back-pressure: read again soon.
     more: bool,
+    /// This connection's read size, READ_CHUNK_MIN..=READ_CHUNK.
+    chunk: usize,
     /// Arrival time of each SCSI command in flight, by ITT, for latency.
     started: HashMap<u32, Instant>,
     /// Since when a closing connection has had output it would not take.
@@ -384,6 +391,7 @@ impl IscsiService {
                 stream,
                 peer,
                 rx: RxBuf::default(),
+                chunk: READ_CHUNK_MIN,
                 phase: Phase::Login(Box::new(login)),
                 out: OutQueue::default(),
                 timer: None,
@@ -578,11 +586,15 @@ fn random_seed() -> [u8; CHALLENGE_LEN + 1] {
 
 /// Reads what is available, up to one chunk; true at end of stream.
 fn fill(c: &mut Conn) -> Result<bool, String> {
-    match c.rx.read_from(&mut c.stream, READ_CHUNK) {
+    match c.rx.read_from(&mut c.stream, c.chunk) {
         Ok(0) => Ok(true),
         Ok(n) => {
-            // There may be more behind this chunk.
-            c.more |= n == READ_CHUNK;
+            // There may be more behind this chunk, and a bigger chunk
+            // would have taken it in one call.
+            if n == c.chunk {
+                c.more = true;
+                c.chunk = (c.chunk * 2).min(READ_CHUNK);
+            }
             Ok(false)
         }
         Err(e)
