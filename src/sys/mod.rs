@@ -224,3 +224,50 @@ pub fn random(buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn recv_batch_takes_a_burst_with_senders_and_cut_datagrams() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let to = server.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.send_to(b"\x00\x04\x00\x01", to).unwrap();
+        b.send_to(&[7u8; 40], to).unwrap();
+        a.send_to(&[9u8; 2000], to).unwrap();
+
+        let mut batch = RecvBatch::new(2, 1024);
+        let mut got = Vec::new();
+        // Loopback delivers at once, but allow the kernel a moment.
+        for _ in 0..1000 {
+            match recv_datagrams(server.as_raw_fd(), &mut batch) {
+                Ok(n) => {
+                    assert!(n <= batch.capacity());
+                    for i in 0..n {
+                        let d = batch.get(i).unwrap();
+                        got.push((d.bytes.to_vec(), d.from.unwrap(), d.truncated));
+                    }
+                    assert!(batch.get(n).is_none());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.len() == 3 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            (b"\x00\x04\x00\x01".to_vec(), a.local_addr().unwrap(), false)
+        );
+        assert_eq!(got[1], (vec![7u8; 40], b.local_addr().unwrap(), false));
+        assert_eq!(got[2], (vec![9u8; 1024], a.local_addr().unwrap(), true));
+    }
+}

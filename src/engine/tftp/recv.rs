@@ -74,6 +74,7 @@ pub(super) fn drain(
 fn handle(s: &mut Session, d: Received<'_>, out: &mut Vec<u8>, stats: &WorkerStats, now: Instant) {
     let Some(from) = d.from else {
         debug!("tftp: {}: datagram from a non-IP sender ignored", s.peer);
+        stats.tftp.count_error(TftpError::Malformed);
         return;
     };
     if from != s.peer {
