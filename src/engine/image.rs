@@ -7,7 +7,10 @@
 //! uses it. A file replaced by rename is a new inode and gets a new mapping
 //! for new transfers, while transfers in flight keep the old one.
 //!
-//! The cache lock is taken once per request, never per packet.
+//! The cache lock is taken once per request, never per packet. On the
+//! packet path, workers share only the image's change check (see
+//! [`Origin::changed_within`]): an atomic read per window, written at most
+//! once per check interval per file, so adding workers adds no contention.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
