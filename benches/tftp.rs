@@ -1,6 +1,7 @@
 //! criterion benches for the TFTP hot path: packet parse and encode, option
 //! negotiation, path resolution, the per-window path of the state machine,
-//! and one window through the real send call on loopback.
+//! one window through the real send call on loopback, and a burst of ACKs
+//! through the real receive call (recv_from until EAGAIN against recvmmsg).
 //!
 //! `cargo bench --bench tftp` for the full run, `-- --quick` for a short one.
 //! The send benches measure the sender's syscall and the receiver's drain
@@ -191,11 +192,69 @@ fn send_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Sends `n` ACKs from `client` to the server socket.
+fn send_acks(client: &UdpSocket, n: usize) {
+    for i in 0..n {
+        let ack = [0, 4, 0, i as u8];
+        client.send(&ack).expect("send ACK on loopback");
+    }
+}
+
+/// The receive side of a transfer socket: a burst of ACKs (a client that
+/// acknowledges every block) and a single ACK (lock-step, or one per
+/// window), taken the old way (recv_from until EAGAIN) and with one
+/// recvmmsg. Each iteration also pays the client's sends, the same in both.
+fn recv_benches(c: &mut Criterion) {
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind server");
+    server.set_nonblocking(true).expect("non-blocking server");
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    client
+        .connect(server.local_addr().expect("server address"))
+        .expect("connect client");
+    let fd = server.as_raw_fd();
+    let mut batch = sys::RecvBatch::new(32, 1024);
+    let mut buf = vec![0u8; 65536];
+
+    let mut g = c.benchmark_group("recv");
+    for burst in [1usize, 32] {
+        g.throughput(Throughput::Elements(burst as u64));
+        g.bench_function(format!("recvfrom_until_eagain_{burst}_acks"), |b| {
+            b.iter(|| {
+                send_acks(&client, burst);
+                let mut acks = 0;
+                while acks < burst {
+                    if let Ok((len, from)) = server.recv_from(&mut buf) {
+                        acks += usize::from(Packet::parse(&buf[..len]).is_ok());
+                        black_box(from);
+                    }
+                }
+                // The engine's old loop ended on the EAGAIN of one more call.
+                black_box(server.recv_from(&mut buf).is_err());
+            })
+        });
+        g.bench_function(format!("recvmmsg_{burst}_acks"), |b| {
+            b.iter(|| {
+                send_acks(&client, burst);
+                let mut acks = 0;
+                while acks < burst {
+                    let n = sys::recv_datagrams(fd, &mut batch).unwrap_or(0);
+                    acks += (0..n)
+                        .filter_map(|i| batch.get(i))
+                        .filter(|d| Packet::parse(d.bytes).is_ok() && d.from.is_some())
+                        .count();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     wire_benches,
     request_benches,
     transfer_benches,
-    send_benches
+    send_benches,
+    recv_benches
 );
 criterion_main!(benches);

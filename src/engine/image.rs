@@ -7,13 +7,18 @@
 //! uses it. A file replaced by rename is a new inode and gets a new mapping
 //! for new transfers, while transfers in flight keep the old one.
 //!
-//! The cache lock is taken once per request, never per packet.
+//! The cache lock is taken once per request, never per packet. On the
+//! packet path, workers share only the image's change check (see
+//! [`Origin::changed_within`]): an atomic read per window, written at most
+//! once per check interval per file, so adding workers adds no contention.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
@@ -48,6 +53,14 @@ pub struct Origin {
     /// ctime) without touching the bytes, so ctime only counts when the
     /// link count is unchanged.
     nlink: u64,
+    /// When the image was made: the epoch of `checked_ns`.
+    born: Instant,
+    /// Nanoseconds after `born` of the last check by any transfer, so one
+    /// fstat per interval serves every transfer of the file on every
+    /// worker (written at most once per interval: no contention).
+    checked_ns: AtomicU64,
+    /// Set for good once a check saw the file changed.
+    seen_changed: AtomicBool,
 }
 
 fn mtime_ns(meta: &Metadata) -> i128 {
@@ -59,19 +72,58 @@ fn ctime_ns(meta: &Metadata) -> i128 {
 }
 
 impl Origin {
+    fn new(file: File, meta: &Metadata) -> Origin {
+        Origin {
+            file,
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns: ctime_ns(meta),
+            nlink: meta.nlink(),
+            born: Instant::now(),
+            checked_ns: AtomicU64::new(0),
+            seen_changed: AtomicBool::new(false),
+        }
+    }
+
+    /// Like [`changed`](Self::changed), but trusts a check made by any
+    /// transfer less than `every` ago. The worker that finds the last check
+    /// too old claims the next one with a compare-exchange; the others go
+    /// on with the answer the last check gave.
+    pub fn changed_within(&self, now: Instant, every: Duration) -> bool {
+        if self.seen_changed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let at = now.saturating_duration_since(self.born).as_nanos() as u64;
+        let last = self.checked_ns.load(Ordering::Relaxed);
+        if last != 0 && at.saturating_sub(last) < every.as_nanos() as u64 {
+            return false;
+        }
+        let claim =
+            self.checked_ns
+                .compare_exchange(last, at.max(1), Ordering::Relaxed, Ordering::Relaxed);
+        if claim.is_err() {
+            return false;
+        }
+        self.changed()
+    }
+
     /// True when the file no longer has the size and mtime it had: it was
     /// truncated or rewritten in place, and a transfer would mix old and
     /// new bytes. (A file replaced by rename is another inode; this one is
     /// unchanged and its transfers finish with the old bytes.)
     pub fn changed(&self) -> bool {
-        match self.file.metadata() {
+        let changed = match self.file.metadata() {
             Ok(meta) => {
                 meta.len() != self.size
                     || mtime_ns(&meta) != self.mtime_ns
                     || (ctime_ns(&meta) != self.ctime_ns && meta.nlink() == self.nlink)
             }
             Err(_) => true,
+        };
+        if changed {
+            self.seen_changed.store(true, Ordering::Relaxed);
         }
+        changed
     }
 }
 
@@ -94,6 +146,17 @@ impl Image {
     pub fn changed(&self) -> bool {
         match self {
             Image::Mapped { origin, .. } | Image::File { origin } => origin.changed(),
+            Image::Empty | Image::Buffer(_) => false,
+        }
+    }
+
+    /// [`changed`](Self::changed), from a check at most `every` old made by
+    /// any transfer of this image (see [`Origin::changed_within`]).
+    pub fn changed_within(&self, now: Instant, every: Duration) -> bool {
+        match self {
+            Image::Mapped { origin, .. } | Image::File { origin } => {
+                origin.changed_within(now, every)
+            }
             Image::Empty | Image::Buffer(_) => false,
         }
     }
@@ -217,13 +280,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
         Flavor::Octet if len == 0 => Ok(Image::Empty),
         Flavor::Octet => {
             let map = sys::map_file(&file)?;
-            let origin = Origin {
-                file,
-                size: len,
-                mtime_ns: mtime_ns(meta),
-                ctime_ns: ctime_ns(meta),
-                nlink: meta.nlink(),
-            };
+            let origin = Origin::new(file, meta);
             Ok(Image::Mapped { map, origin })
         }
         Flavor::Netascii => {
@@ -235,13 +292,7 @@ fn build(mut file: File, meta: &Metadata, flavor: Flavor) -> io::Result<Image> {
             Ok(Image::Buffer(to_netascii(&raw)))
         }
         Flavor::Pread => Ok(Image::File {
-            origin: Origin {
-                file,
-                size: len,
-                mtime_ns: mtime_ns(meta),
-                ctime_ns: ctime_ns(meta),
-                nlink: meta.nlink(),
-            },
+            origin: Origin::new(file, meta),
         }),
     }
 }

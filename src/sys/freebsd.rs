@@ -14,7 +14,7 @@ use std::path::Path;
 
 use socket2::SockAddr;
 
-use super::{cvt, Datagram, GsoRefusal};
+use super::{cvt, Datagram, GsoRefusal, RecvBatch};
 
 /// Pins the calling thread to `core`.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
@@ -133,6 +133,29 @@ pub fn send_datagrams(
     batch.iovecs.clear();
     batch.msgs.clear();
     result
+}
+
+/// Receives up to `batch.capacity()` waiting datagrams with one
+/// `recvmmsg` (FreeBSD 11+) and returns how many; `WouldBlock` when none.
+/// UNTESTED, like the rest of this file.
+pub fn recv_datagrams(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    batch.prepare();
+    let vlen = batch.msgs.len();
+    // SAFETY: each header points at its own slot buffer, iovec and name
+    // storage inside `batch`, all sized as the header says and alive for the
+    // call; the kernel writes only within them.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            batch.msgs.as_mut_ptr(),
+            vlen,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+        )
+    };
+    let n = cvt(n)? as usize;
+    batch.count = n;
+    Ok(n)
 }
 
 /// FreeBSD never does GSO; `send_datagrams` ignores it, so nothing fails.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use socket2::SockAddr;
 
-use super::{cvt, Datagram, GsoRefusal};
+use super::{cvt, Datagram, GsoRefusal, RecvBatch};
 
 /// Pins the calling thread to `core`.
 pub fn pin_to_core(core: usize) -> io::Result<()> {
@@ -202,6 +202,30 @@ pub fn send_datagrams(
     batch.msgs.clear();
     batch.cmsgs.clear();
     result
+}
+
+/// Receives up to `batch.capacity()` waiting datagrams with one
+/// `recvmmsg` and returns how many; `WouldBlock` when none was waiting.
+/// Without MSG_WAITFORONE or a timeout, the call returns at once with what
+/// the socket holds.
+pub fn recv_datagrams(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    batch.prepare();
+    let vlen = batch.msgs.len() as libc::c_uint;
+    // SAFETY: each header points at its own slot buffer, iovec and name
+    // storage inside `batch`, all sized as the header says and alive for the
+    // call; the kernel writes only within them.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            batch.msgs.as_mut_ptr(),
+            vlen,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let n = cvt(n)? as usize;
+    batch.count = n;
+    Ok(n)
 }
 
 /// Whether an error of a GSO send means GSO cannot work, and for how much.

@@ -70,6 +70,114 @@ pub struct Datagram {
     pub payload: Segment,
 }
 
+/// Reusable buffers for [`recv_datagrams`]: one slot per datagram, so a
+/// burst of ACKs costs one `recvmmsg` and no allocation. The message headers
+/// point into the batch's own heap buffers, which never grow after
+/// [`RecvBatch::new`], so the batch can move without invalidating them.
+pub struct RecvBatch {
+    slot_len: usize,
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// Datagrams held from the last call.
+    count: usize,
+}
+
+// SAFETY: the raw pointers inside point only into the batch's own heap
+// buffers (fixed size, freed with it); moving the batch to the worker thread
+// that owns it leaves them valid, and only that thread uses them.
+unsafe impl Send for RecvBatch {}
+
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Its bytes, cut at the slot length.
+    pub bytes: &'a [u8],
+    /// The sender; `None` for an address family other than IPv4/IPv6.
+    pub from: Option<std::net::SocketAddr>,
+    /// The datagram was longer than the slot and was cut.
+    pub truncated: bool,
+}
+
+impl RecvBatch {
+    /// Room for `slots` datagrams of up to `slot_len` bytes each.
+    pub fn new(slots: usize, slot_len: usize) -> RecvBatch {
+        let slots = slots.max(1);
+        let mut b = RecvBatch {
+            slot_len,
+            bufs: vec![0; slots * slot_len],
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            names: vec![unsafe { std::mem::zeroed() }; slots],
+            iovecs: Vec::with_capacity(slots),
+            msgs: Vec::with_capacity(slots),
+            count: 0,
+        };
+        for i in 0..slots {
+            b.iovecs.push(libc::iovec {
+                iov_base: b.bufs[i * slot_len..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: slot_len,
+            });
+        }
+        for i in 0..slots {
+            // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_name = &mut b.names[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            hdr.msg_iov = &mut b.iovecs[i];
+            hdr.msg_iovlen = 1;
+            // SAFETY: as above, plain data.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr = hdr;
+            b.msgs.push(m);
+        }
+        b
+    }
+
+    /// How many datagrams one call can take.
+    pub fn capacity(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Datagrams held from the last [`recv_datagrams`].
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `i`th datagram of the last call.
+    pub fn get(&self, i: usize) -> Option<Received<'_>> {
+        if i >= self.count {
+            return None;
+        }
+        let m = self.msgs.get(i)?;
+        let len = (m.msg_len as usize).min(self.slot_len);
+        let bytes = self.bufs.get(i * self.slot_len..i * self.slot_len + len)?;
+        let name = self.names.get(i)?;
+        // SAFETY: the kernel wrote a valid address of msg_namelen bytes
+        // (at most sizeof(sockaddr_storage)) into this slot.
+        let addr = unsafe { socket2::SockAddr::new(*name, m.msg_hdr.msg_namelen) };
+        Some(Received {
+            bytes,
+            from: addr.as_socket(),
+            truncated: m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+
+    /// Resets the per-call fields the kernel writes, before a call.
+    fn prepare(&mut self) {
+        self.count = 0;
+        for m in &mut self.msgs {
+            m.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
+    }
+}
+
 /// Maps `file` read-only, whole.
 ///
 /// The mapping is never read by dls itself: its bytes reach the wire only
@@ -115,4 +223,51 @@ pub fn random(buf: &mut [u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn recv_batch_takes_a_burst_with_senders_and_cut_datagrams() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let to = server.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.send_to(b"\x00\x04\x00\x01", to).unwrap();
+        b.send_to(&[7u8; 40], to).unwrap();
+        a.send_to(&[9u8; 2000], to).unwrap();
+
+        let mut batch = RecvBatch::new(2, 1024);
+        let mut got = Vec::new();
+        // Loopback delivers at once, but allow the kernel a moment.
+        for _ in 0..1000 {
+            match recv_datagrams(server.as_raw_fd(), &mut batch) {
+                Ok(n) => {
+                    assert!(n <= batch.capacity());
+                    for i in 0..n {
+                        let d = batch.get(i).unwrap();
+                        got.push((d.bytes.to_vec(), d.from.unwrap(), d.truncated));
+                    }
+                    assert!(batch.get(n).is_none());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.len() == 3 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            (b"\x00\x04\x00\x01".to_vec(), a.local_addr().unwrap(), false)
+        );
+        assert_eq!(got[1], (vec![7u8; 40], b.local_addr().unwrap(), false));
+        assert_eq!(got[2], (vec![9u8; 1024], a.local_addr().unwrap(), true));
+    }
 }

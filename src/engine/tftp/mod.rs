@@ -20,22 +20,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, info, trace, warn};
+use log::{debug, info, warn};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+mod recv;
 mod send;
 
 use super::image::{to_netascii, Flavor, Image, ImageCache};
 use super::stats::{TftpError, WorkerStats};
 use super::timers::Timers;
 use crate::config::{SendPath, TftpConfig};
-use crate::sys::{self, Datagram, SendBatch};
+use crate::sys::{self, Datagram, RecvBatch, SendBatch};
 use crate::tftp::negotiate::{negotiate, Limits, Mode};
 use crate::tftp::path::{self, PathError};
-use crate::tftp::transfer::{Outcome, Reaction, Transfer};
+use crate::tftp::transfer::{Outcome, Transfer};
 use crate::tftp::wire::{self, ErrorCode, Packet, DATA_HEADER_LEN};
 
 /// Tokens `LISTENER_BASE..SESSION_BASE` are listeners, the rest transfers.
@@ -160,13 +161,14 @@ struct Session {
     path: SendPath,
     /// Cleared when the kernel refuses GSO towards this client.
     gso: bool,
-    /// When the file was last checked for a rewrite in place.
-    checked: Instant,
 }
 
 /// Buffers reused by every send and receive of the worker.
 struct Scratch {
+    /// Request datagrams from the listeners.
     recv: Vec<u8>,
+    /// ACK bursts from transfer sockets.
+    rx: RecvBatch,
     out: Vec<u8>,
     headers: Vec<[u8; DATA_HEADER_LEN]>,
     datagrams: Vec<Datagram>,
@@ -214,6 +216,7 @@ impl TftpService {
             timers: Timers::default(),
             scratch: Scratch {
                 recv: vec![0; 65536],
+                rx: RecvBatch::new(recv::RECV_BATCH, recv::RECV_SLOT),
                 out: Vec::with_capacity(1024),
                 headers: Vec::with_capacity(sys::MAX_BATCH),
                 datagrams: Vec::with_capacity(sys::MAX_BATCH),
@@ -437,7 +440,6 @@ impl TftpService {
             bytes: 0,
             path: self.ctx.send_path,
             gso: true,
-            checked: now,
         };
         if let Err(e) = registry.register(
             &mut session.socket,
@@ -571,60 +573,15 @@ impl TftpService {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let mut drained = false;
-        for _ in 0..MAX_PACKETS_PER_WAKEUP {
-            let (len, from) = match s.socket.recv_from(&mut self.scratch.recv) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // ICMP port unreachable surfaces here as ECONNREFUSED:
-                    // the client is gone, and the timer will end the transfer.
-                    trace!("tftp: {}: receive error: {e}", s.peer);
-                    continue;
-                }
-            };
-            if from != s.peer {
-                debug!(
-                    "tftp: {from}: packet for the transfer of {:?} to {} (unknown TID)",
-                    s.name, s.peer
-                );
-                self.stats.tftp.count_error(TftpError::UnknownTid);
-                // An ERROR is never answered (RFC 1350 section 7): answering
-                // one would let a spoofed packet set two ports (or one port
-                // and itself) replying to each other without end.
-                let is_error =
-                    self.scratch.recv.get(..2) == Some(&wire::OP_ERROR.to_be_bytes()[..]);
-                let local = s.socket.local_addr().ok();
-                if !is_error && Some(from) != local {
-                    let out = &mut self.scratch.out;
-                    out.clear();
-                    wire::encode_error(out, ErrorCode::UnknownTransferId, "Unknown transfer ID");
-                    let _ = s.socket.send_to(out, from);
-                }
-                continue;
-            }
-            match Packet::parse(&self.scratch.recv[..len]) {
-                Ok(packet) => match s.transfer.handle_packet(&packet, now) {
-                    Reaction::Accepted => trace!("tftp: {}: {}", s.peer, packet_kind(&packet)),
-                    Reaction::DuplicateAck => {
-                        trace!("tftp: {}: duplicate {:?} ignored", s.peer, packet)
-                    }
-                    Reaction::StaleAck => {
-                        debug!("tftp: {}: {:?} outside the window ignored", s.peer, packet)
-                    }
-                    Reaction::Unexpected => debug!(
-                        "tftp: {}: unexpected {} ignored",
-                        s.peer,
-                        packet_kind(&packet)
-                    ),
-                },
-                Err(e) => debug!("tftp: {}: malformed packet ignored: {e}", s.peer),
-            }
-        }
+        let scratch = &mut self.scratch;
+        let drained = recv::drain(
+            s,
+            &mut scratch.rx,
+            &mut scratch.out,
+            &self.stats,
+            MAX_PACKETS_PER_WAKEUP,
+            now,
+        );
         if !drained {
             self.backlog.push(Token(SESSION_BASE + key));
         }
@@ -637,8 +594,17 @@ impl TftpService {
             return;
         };
         send::flush(s, &mut self.scratch, &self.stats, &self.shared.cache, now);
+        // Every ACK pushes the deadline later. Moving the timer each time
+        // would cost a tree removal and insertion (and now and then a node
+        // allocation) per packet, so an armed timer is left where it is
+        // when it is not later than the deadline: it fires early, the
+        // transfer's handle_timeout sees its deadline has not come, and the
+        // timer is re-armed then, once per timeout period, not per packet.
         let deadline = s.transfer.poll_timeout();
-        self.timers.reschedule(key, &mut s.timer, deadline);
+        let armed_early = matches!((s.timer, deadline), (Some(at), Some(d)) if at <= d);
+        if !armed_early {
+            self.timers.reschedule(key, &mut s.timer, deadline);
+        }
         if s.transfer.is_done() {
             self.finish(key, registry, now);
         }

@@ -83,16 +83,17 @@ const CHANGE_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// True when the file under the transfer was truncated or rewritten in
 /// place since the transfer began. Checked (one fstat) at most every
-/// [`CHANGE_CHECK_INTERVAL`], and always before the window that holds the
-/// last block, so a transfer never completes with a mix of old and new
+/// [`CHANGE_CHECK_INTERVAL`] per image, a check shared by all its transfers
+/// on all workers, and by this transfer itself before the window that holds
+/// the last block, so a transfer never completes with a mix of old and new
 /// bytes: a change before the last window ends it with an ERROR.
-fn file_changed(s: &mut Session, last_in_window: u64, now: Instant) -> bool {
+fn file_changed(s: &Session, last_in_window: u64, now: Instant) -> bool {
     let is_last = s.transfer.block(last_in_window).len < s.transfer.blksize();
-    if !is_last && now.saturating_duration_since(s.checked) < CHANGE_CHECK_INTERVAL {
-        return false;
+    if is_last {
+        s.image.changed()
+    } else {
+        s.image.changed_within(now, CHANGE_CHECK_INTERVAL)
     }
-    s.checked = now;
-    s.image.changed()
 }
 
 fn is_transient(e: &io::Error) -> bool {
