@@ -88,6 +88,10 @@ pub struct TftpConfig {
     /// Largest windowsize granted (RFC 7440).
     #[serde(default = "TftpConfig::default_max_windowsize")]
     pub max_windowsize: u16,
+    /// Largest window in bytes (windowsize x blksize); see
+    /// `tftp::negotiate::Limits::max_window_bytes`.
+    #[serde(default = "TftpConfig::default_max_window_bytes")]
+    pub max_window_bytes: u32,
     /// Retransmission timeout when the client does not ask for one (RFC 2349).
     #[serde(default = "TftpConfig::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -115,6 +119,9 @@ impl TftpConfig {
     }
     fn default_max_windowsize() -> u16 {
         64
+    }
+    fn default_max_window_bytes() -> u32 {
+        crate::tftp::negotiate::DEFAULT_MAX_WINDOW_BYTES
     }
     fn default_timeout() -> Duration {
         Duration::from_secs(1)
@@ -241,6 +248,9 @@ impl Config {
             // maps to exactly one block of the window.
             if tftp.max_windowsize == 0 || tftp.max_windowsize > 1024 {
                 return err("tftp.max_windowsize", "must be within 1..=1024".into());
+            }
+            if tftp.max_window_bytes < 512 || tftp.max_window_bytes > 64 << 20 {
+                return err("tftp.max_window_bytes", "must be within 512..=64MiB".into());
             }
             if tftp.timeout < Duration::from_millis(10) || tftp.timeout > Duration::from_secs(255) {
                 return err("tftp.timeout", "must be within 10ms..=255s".into());

@@ -105,6 +105,10 @@ fn check_rrq(req: &Request<'_>, size: u64) {
         assert!(n.blksize >= MIN_BLKSIZE);
         assert!(n.blksize <= MAX_BLKSIZE.min(limits.max_blksize));
         assert!((1..=limits.max_windowsize).contains(&n.windowsize));
+        assert!(
+            n.windowsize == 1
+                || u32::from(n.windowsize) * u32::from(n.blksize) <= limits.max_window_bytes
+        );
         assert!(n.timeout.as_secs() <= 255);
 
         // Each option is answered at most once, only if it was asked for,

@@ -107,6 +107,7 @@ impl Harness {
         let limits = Limits {
             max_blksize: 8 + input.u16() % (65464 - 8 + 1),
             max_windowsize: 1 + input.u16() % 1024,
+            max_window_bytes: 512 + input.u32() % (64 << 20),
             timeout: Duration::from_millis(10 + u64::from(input.u16())),
             retries: 1 + u32::from(input.u8() % 100),
             rollover: input.u8() & 1,

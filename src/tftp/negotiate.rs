@@ -21,11 +21,21 @@ pub const MAX_BLKSIZE: u16 = 65464;
 /// last acknowledged block) to stay far below 65536 blocks.
 pub const MAX_WINDOWSIZE: u64 = 1024;
 
+/// Default of [`Limits::max_window_bytes`]: well inside a default client
+/// socket buffer, and above what real firmware asks (UEFI: 4 x 1468, iPXE
+/// and PXE ROMs: lock-step; 64 x 1468 = 94 KiB still fits).
+pub const DEFAULT_MAX_WINDOW_BYTES: u32 = 128 << 10;
+
 /// Server-side limits that bound what a client may negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_blksize: u16,
     pub max_windowsize: u16,
+    /// Largest window in payload bytes: windowsize is granted only up to
+    /// this divided by blksize (at least 1). A window leaves as one burst,
+    /// and a client's socket buffer (Linux's default is 208 KiB) drops what
+    /// does not fit; 64 blocks of 65464 bytes would be 4 MiB.
+    pub max_window_bytes: u32,
     /// Retransmission timeout when the client sends no `timeout` option.
     pub timeout: Duration,
     pub retries: u32,
@@ -38,6 +48,7 @@ impl Default for Limits {
         Limits {
             max_blksize: MAX_BLKSIZE,
             max_windowsize: 64,
+            max_window_bytes: DEFAULT_MAX_WINDOW_BYTES,
             timeout: Duration::from_secs(1),
             retries: 5,
             rollover: 0,
@@ -126,6 +137,14 @@ pub fn negotiate(req: &Request<'_>, size: u64, limits: &Limits) -> Negotiated {
                 n.oack.push((key, n.windowsize.to_string()));
             }
             _ => {}
+        }
+    }
+    // The byte bound needs the final blksize, whatever order options came in.
+    let by_bytes = (limits.max_window_bytes / u32::from(n.blksize)).max(1);
+    if u32::from(n.windowsize) > by_bytes {
+        n.windowsize = by_bytes as u16;
+        if let Some(entry) = n.oack.iter_mut().find(|(k, _)| *k == "windowsize") {
+            entry.1 = n.windowsize.to_string();
         }
     }
     n
@@ -257,5 +276,31 @@ mod tests {
         assert_eq!(n.timeout, Duration::from_secs(3));
         let n = negotiate(&req(&[("timeout", "256")]), 1, &Limits::default());
         assert!(n.oack.is_empty());
+    }
+
+    #[test]
+    fn window_bytes_bound_windowsize_in_either_order() {
+        for opts in [
+            [("blksize", "65464"), ("windowsize", "64")],
+            [("windowsize", "64"), ("blksize", "65464")],
+        ] {
+            let n = negotiate(&req(&opts), 1 << 30, &Limits::default());
+            assert_eq!((n.blksize, n.windowsize), (65464, 2), "{opts:?}");
+            assert!(oack(&n).contains(&("windowsize", "2")), "{opts:?}");
+        }
+        // What firmware asks stays as asked.
+        let n = negotiate(
+            &req(&[("blksize", "1468"), ("windowsize", "64")]),
+            1,
+            &Limits::default(),
+        );
+        assert_eq!(n.windowsize, 64);
+        // Never below lock-step.
+        let tight = Limits {
+            max_window_bytes: 100,
+            ..Limits::default()
+        };
+        let n = negotiate(&req(&[("blksize", "1468"), ("windowsize", "8")]), 1, &tight);
+        assert_eq!(n.windowsize, 1);
     }
 }

@@ -91,6 +91,7 @@ impl TftpContext {
             limits: Limits {
                 max_blksize: config.max_blksize,
                 max_windowsize: config.max_windowsize,
+                max_window_bytes: config.max_window_bytes,
                 timeout: config.timeout,
                 retries: config.retries,
                 rollover: config.rollover,
