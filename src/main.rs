@@ -40,8 +40,8 @@ enum Command {
     CheckConfig {
         /// The configuration file.
         path: PathBuf,
-        /// Do not open the LUNs' backing stores: check a server's file on
-        /// another machine (a workstation, CI) that has no such devices.
+        /// Do not open the LUNs' backing stores: check a file before its
+        /// volumes exist, or on a copy of the server without them.
         #[arg(long)]
         skip_luns: bool,
     },
