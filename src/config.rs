@@ -204,6 +204,12 @@ impl Config {
         let err = |key: &str, reason: String| Err((key.to_owned(), reason));
         if let Some(dhcp) = &self.dhcp {
             dhcp.validate()?;
+            if dhcp.boot.generate_ipxe_script && self.tftp.is_none() {
+                return err(
+                    "dhcp.boot.generate_ipxe_script",
+                    "needs a [tftp] section to serve the script".into(),
+                );
+            }
         }
         if let Some(iscsi) = &self.iscsi {
             iscsi.validate()?;

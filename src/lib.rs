@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod dhcp;
 pub mod engine;
+pub mod ipxe;
 pub mod iscsi;
 pub mod sys;
 pub mod tftp;

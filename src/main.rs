@@ -45,6 +45,14 @@ enum Command {
         #[arg(long)]
         skip_luns: bool,
     },
+    /// Print the iPXE script dlsd generates from the configuration's
+    /// `[[dhcp.host]]` root paths (served over TFTP under `[dhcp.boot]
+    /// ipxe_script` when `generate_ipxe_script = true`).
+    IpxeScript {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate the configuration file, then tell the running server (found
     /// through `engine.pid_file`) to reload it, with SIGHUP.
     Reload {
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path, skip_luns } => check_config(&path, skip_luns),
         Command::Serve { config } => serve(&config),
         Command::Reload { config } => reload(&config),
+        Command::IpxeScript { config } => ipxe_script(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +98,24 @@ fn check_config(path: &Path, skip_luns: bool) -> Result<(), String> {
         ));
     }
     print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn ipxe_script(path: &Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| format!("invalid configuration: {e}"))?;
+    let Some(dhcp) = &config.dhcp else {
+        return Err(format!(
+            "{}: no [dhcp] section: the script is made from [[dhcp.host]] root paths",
+            path.display()
+        ));
+    };
+    if !dhcp.boot.generate_ipxe_script {
+        log::warn!(
+            "{}: [dhcp.boot] generate_ipxe_script is off: dlsd does not serve this script",
+            path.display()
+        );
+    }
+    print!("{}", dls::ipxe::script(dhcp));
     Ok(())
 }
 

@@ -883,6 +883,94 @@ fn reservation_by_mac_gets_address_and_root_path() {
     check_metrics(&lab, &server, dir.path(), 1 + client.take_acks(), 0);
 }
 
+/// `generate_ipxe_script`: dlsd serves, under the `ipxe_script` name, a
+/// script made from the reservations, in place of any file of that name on
+/// the root; an iPXE client is told that name; a reload that adds a host
+/// changes what the next fetch gets.
+#[test]
+fn generated_ipxe_script_follows_reservations() {
+    let lab = Lab::new("i", 220);
+    let dir = tempfile::tempdir().unwrap();
+    let node = |n: u8| {
+        format!(
+            "[[dhcp.host]]\nmac = \"52:54:00:dc:00:{n:02x}\"\nip = \"10.220.0.{n}\"\nroot_path = \"iscsi:10.220.0.1::::iqn.2026-12.org.example:node{n:02}\"\n"
+        )
+    };
+    let keys = "generate_ipxe_script = true\n";
+    let config = server_config(&lab, &dir.path().join("leases"), "", &node(11)).replace(
+        "ipxe_script = \"boot.ipxe\"\n",
+        &format!("ipxe_script = \"boot.ipxe\"\n{keys}"),
+    );
+    let server = start_dlsd(&lab, lab.server(), &config);
+    // A stale hand-written script on the root is shadowed, and said so.
+    server.put("boot.ipxe", b"#!ipxe\necho stale\n");
+
+    let fetch = |server: &Server| {
+        let out = dir.path().join("boot.ipxe.out");
+        let _ = fs::remove_file(&out);
+        let url = format!("tftp://{}/boot.ipxe", lab.server());
+        let mut curl = lab.in_srv("curl");
+        curl.args(["-sS", "--max-time", "10", "-o"])
+            .arg(&out)
+            .arg(&url);
+        let (ok, text) = run(&mut curl, Duration::from_secs(15));
+        assert!(ok, "curl {url}: {text}\n{}", server.log());
+        fs::read_to_string(&out).unwrap()
+    };
+    let script = fetch(&server);
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(
+        !script.contains("stale"),
+        "the root's file was served:\n{script}"
+    );
+    assert!(
+        script.contains("iseq ${mac} 52:54:00:dc:00:0b && goto host-0 ||"),
+        "{script}"
+    );
+    assert!(
+        script
+            .contains("sanboot iscsi:10.220.0.1::::iqn.2026-12.org.example:node11 || goto failed"),
+        "{script}"
+    );
+    assert!(!script.contains("node12"), "{script}");
+    // The script is what `dlsd ipxe-script` prints for the same file.
+    let printed = Command::new(env!("CARGO_BIN_EXE_dlsd"))
+        .args(["ipxe-script", "--config"])
+        .arg(&server.config_path)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), script);
+
+    // An iPXE client (user class "iPXE") is told the script's name.
+    let client = Client::open(&lab, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68));
+    let mut discover = Packet::pxe_discover([0x52, 0x54, 0, 0xdc, 0, 11], 0x2200_0001);
+    discover = discover.opt(77, b"iPXE");
+    let (offer, _) = client
+        .ask(&discover, TO_SERVERS, Duration::from_secs(5), |r| {
+            r.message_type() == Some(OFFER)
+        })
+        .unwrap_or_else(|| panic!("no OFFER\n{}", server.log()));
+    assert_eq!(offer.file_name(), "boot.ipxe", "{offer:?}");
+    assert_eq!(offer.yiaddr, lab.addr(11), "{offer:?}");
+
+    // Reload with a second host: the next fetch dispatches it too.
+    let text = fs::read_to_string(&server.config_path).unwrap();
+    fs::write(&server.config_path, format!("{text}\n{}", node(12))).unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status();
+    server.wait_for_log("generation 2 applied", Duration::from_secs(5));
+    let script = fetch(&server);
+    assert!(
+        script.contains("iseq ${mac} 52:54:00:dc:00:0c && goto host-1 ||"),
+        "{script}"
+    );
+    assert!(server
+        .log()
+        .contains("is not served: dlsd serves its generated boot.ipxe"));
+}
+
 /// REQUESTs that must be refused (RFC 2131 section 4.3.2) or ignored.
 #[test]
 fn nak_for_wrong_requests() {

@@ -359,7 +359,7 @@ impl Control {
             new.http = self.config.http.clone();
         }
         let tftp_ctx = match &new.tftp {
-            Some(t) => match TftpContext::new(t) {
+            Some(t) => match TftpContext::new(t, crate::ipxe::generated_files(&new)) {
                 Ok(ctx) => Some(Arc::new(ctx)),
                 Err(e) => {
                     error!("reload refused, keeping the running configuration: {e}");

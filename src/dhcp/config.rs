@@ -110,6 +110,9 @@ pub struct BootConfig {
     pub uefi_arm64: Option<String>,
     /// What a client that is already iPXE gets instead of an iPXE binary.
     pub ipxe_script: Option<String>,
+    /// Serve, under the `ipxe_script` name, a script dlsd generates from
+    /// `[[dhcp.host]]` root paths (src/ipxe.rs) instead of a file on the root.
+    pub generate_ipxe_script: bool,
 }
 
 /// `[[dhcp.host]]`: a reservation and per-host boot overrides.
@@ -302,11 +305,26 @@ impl DhcpConfig {
                 return err("hostname", "must be 1..=63 bytes");
             }
             if host
+                .hostname
+                .as_ref()
+                .is_some_and(|h| h.bytes().any(|b| b.is_ascii_control()))
+            {
+                return err("hostname", "must not contain control characters");
+            }
+            if host
                 .root_path
                 .as_ref()
                 .is_some_and(|p| p.is_empty() || p.len() > 255)
             {
                 return err("root_path", "must be 1..=255 bytes");
+            }
+            // The generated iPXE script puts the root path on a `sanboot`
+            // line; a space or newline would split it into other commands.
+            if host.root_path.as_ref().is_some_and(|p| {
+                p.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            }) {
+                return err("root_path", "must not contain spaces or control characters");
             }
             for (key, value) in [("boot", &host.boot), ("ipxe_script", &host.ipxe_script)] {
                 if let Some(v) = value {
@@ -334,6 +352,19 @@ fn validate_boot(boot: &BootConfig) -> Result<(), (String, String)> {
     for (key, value) in fields {
         if let Some(v) = value {
             check_boot_value(v).map_err(|r| (key.to_owned(), r))?;
+        }
+    }
+    if boot.generate_ipxe_script {
+        let reason = match &boot.ipxe_script {
+            None => Some("needs `ipxe_script`, the name the generated script is served under"),
+            Some(v) if is_url(v) => Some("needs `ipxe_script` to be a TFTP file name, not a URL"),
+            Some(v) if crate::tftp::path::resolve(v.as_bytes()).is_err() => {
+                Some("needs `ipxe_script` to be a plain name below the TFTP root")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(("generate_ipxe_script".to_owned(), reason.to_owned()));
         }
     }
     Ok(())
@@ -448,5 +479,37 @@ root_path = "iscsi:10.77.0.1::::iqn.2026-12.org.example:node01"
         let long = "a".repeat(128);
         let text = ISSUE_EXAMPLE.replace("\"undionly.kpxe\"", &format!("\"{long}\""));
         assert!(parse(&text).unwrap_err().starts_with("dhcp.boot.bios:"));
+    }
+
+    #[test]
+    fn generated_script_needs_a_plain_name() {
+        let on = ISSUE_EXAMPLE.replace(
+            "ipxe_script = \"boot.ipxe\"",
+            "ipxe_script = \"boot.ipxe\"\ngenerate_ipxe_script = true",
+        );
+        assert!(parse(&on).unwrap().boot.generate_ipxe_script);
+        for (name, reason) in [
+            ("http://10.77.0.1/boot.ipxe", "not a URL"),
+            ("../boot.ipxe", "plain name below the TFTP root"),
+        ] {
+            let text = on.replace("\"boot.ipxe\"", &format!("{name:?}"));
+            let e = parse(&text).unwrap_err();
+            assert!(e.starts_with("dhcp.boot.generate_ipxe_script:"), "{e}");
+            assert!(e.contains(reason), "{e}");
+        }
+        let unnamed = on.replace("ipxe_script = \"boot.ipxe\"\n", "");
+        assert!(parse(&unnamed).unwrap_err().contains("needs `ipxe_script`"));
+    }
+
+    #[test]
+    fn root_path_cannot_carry_script_lines() {
+        for bad in ["iscsi:a b", "iscsi:a\\nshell", "iscsi:a\\tb"] {
+            let text = ISSUE_EXAMPLE.replace(
+                "\"iscsi:10.77.0.1::::iqn.2026-12.org.example:node01\"",
+                &format!("\"{bad}\""),
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(e.starts_with("dhcp.host[0].root_path:"), "{bad}: {e}");
+        }
     }
 }

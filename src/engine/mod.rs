@@ -68,7 +68,10 @@ impl Engine {
         let cores = sys::allowed_cores();
         let shared = Arc::new(tftp::Shared::default());
         let tftp_ctx = match &config.tftp {
-            Some(t) => Some(Arc::new(TftpContext::new(t)?)),
+            Some(t) => Some(Arc::new(TftpContext::new(
+                t,
+                crate::ipxe::generated_files(config),
+            )?)),
             None => None,
         };
         let iscsi_ctx = match &config.iscsi {

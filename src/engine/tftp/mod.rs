@@ -11,9 +11,11 @@
 //! from whatever address the routing table picks (no IP_PKTINFO), which is
 //! right on a single-homed boot network but not on a multi-homed one.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +28,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 mod send;
 
-use super::image::{Flavor, Image, ImageCache};
+use super::image::{to_netascii, Flavor, Image, ImageCache};
 use super::stats::{TftpError, WorkerStats};
 use super::timers::Timers;
 use crate::config::{SendPath, TftpConfig};
@@ -61,11 +63,22 @@ pub struct TftpContext {
     limits: Limits,
     send_path: SendPath,
     max_transfers: usize,
+    /// Files served from memory instead of the root (the generated iPXE
+    /// script), by their resolved relative path.
+    generated: HashMap<PathBuf, Generated>,
+}
+
+/// A file served from memory, prepared once per configuration in both modes.
+#[derive(Debug)]
+struct Generated {
+    octet: Arc<Image>,
+    netascii: Arc<Image>,
 }
 
 impl TftpContext {
-    /// Opens the root.
-    pub fn new(config: &TftpConfig) -> io::Result<TftpContext> {
+    /// Opens the root; `generated` are files served from memory, which
+    /// shadow any file of the same name on the root.
+    pub fn new(config: &TftpConfig, generated: Vec<(PathBuf, Vec<u8>)>) -> io::Result<TftpContext> {
         let root = File::open(&config.root).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -83,7 +96,30 @@ impl TftpContext {
             },
             send_path: config.send_path,
             max_transfers: config.max_transfers,
-        })
+            generated: HashMap::new(),
+        }
+        .with_generated(generated, &config.root))
+    }
+
+    fn with_generated(mut self, files: Vec<(PathBuf, Vec<u8>)>, root: &Path) -> TftpContext {
+        for (rel, bytes) in files {
+            if sys::open_beneath(&self.root, &rel).is_ok() {
+                warn!(
+                    "tftp: {} on the root is not served: dlsd serves its generated {} instead",
+                    root.join(&rel).display(),
+                    rel.display()
+                );
+            }
+            info!(
+                "tftp: serving the generated {} ({} bytes)",
+                rel.display(),
+                bytes.len()
+            );
+            let netascii = Arc::new(Image::Buffer(to_netascii(&bytes)));
+            let octet = Arc::new(Image::Buffer(bytes));
+            self.generated.insert(rel, Generated { octet, netascii });
+        }
+        self
     }
 }
 
@@ -450,6 +486,12 @@ impl TftpService {
                 ),
             }
         })?;
+        if let Some(generated) = self.ctx.generated.get(&rel) {
+            return Ok(Arc::clone(match mode {
+                Mode::Netascii => &generated.netascii,
+                Mode::Octet => &generated.octet,
+            }));
+        }
         let file = sys::open_beneath(&self.ctx.root, &rel).map_err(|e| {
             debug!("tftp: {peer}: {name:?} refused: {e}");
             open_error(&e)
