@@ -167,7 +167,9 @@ root_path = "iscsi:10.77.0.1::::iqn.2026-12.org.example:node03"
             ":host-0\necho dls: 52:54:00:00:00:01 boots iscsi:10.77.0.1::::iqn.2026-12.org.example:node01\niseq ${root-path} iscsi:10.77.0.1::::iqn.2026-12.org.example:node01 && goto registered ||\nsanboot iscsi:10.77.0.1::::iqn.2026-12.org.example:node01 || goto failed\n"
         ));
         assert!(s.contains(":host-1\n"));
-        assert!(s.contains(":dhcp-root-path\necho dls: ${mac} boots ${root-path} (from DHCP)\ngoto registered\n"));
+        assert!(s.contains(
+            ":dhcp-root-path\necho dls: ${mac} boots ${root-path} (from DHCP)\ngoto registered\n"
+        ));
         assert!(s.ends_with("sleep 10\nreboot\n"), "{s}");
     }
 
