@@ -180,10 +180,18 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// Power-on to marker, per scenario. An idle 2-core machine boots in
+/// 15-60 s; with other builds and benchmarks sharing the cores TCG slows
+/// to ~180 s (seen at load 14), so the bound leaves room for that.
+const BOUND: Duration = Duration::from_secs(300);
+
+/// BIOS sanboot from dlsd, then the same boot through dnsmasq + tgt and
+/// the ratio (one test, so the dls-bios boot serves both).
 #[test]
-fn bios_sanboot_from_dlsd() {
-    let run = lab("dls-bios", secs(200));
+fn bios_sanboot_from_dlsd_and_side_by_side() {
+    let run = lab("dls-bios", BOUND);
     assert_dls_boot(&run, "dls-bios", 1);
+    side_by_side_bios(&run);
     let log = run.dlsd_log();
     // iPXE's two sessions (probe, then the int13 drive) and Linux's.
     let logins = log
@@ -198,7 +206,7 @@ fn bios_sanboot_from_dlsd() {
 
 #[test]
 fn uefi_pxe_chainloads_ipxe_then_sanboots() {
-    let run = lab("dls-uefi", secs(240));
+    let run = lab("dls-uefi", BOUND);
     assert_dls_boot(&run, "dls-uefi", 1);
     let log = run.dlsd_log();
     assert!(
@@ -216,7 +224,7 @@ fn uefi_pxe_chainloads_ipxe_then_sanboots() {
 
 #[test]
 fn kernel_and_initrd_over_tftp() {
-    let run = lab("dls-kernel", secs(200));
+    let run = lab("dls-kernel", BOUND);
     assert_dls_boot(&run, "dls-kernel", 1);
     let log = run.dlsd_log();
     assert!(log.contains(": sent \"vmlinuz\""), "vmlinuz not sent");
@@ -225,7 +233,7 @@ fn kernel_and_initrd_over_tftp() {
 
 #[test]
 fn two_vms_with_reservations_boot_their_own_luns() {
-    let run = lab("dls-two-vm", secs(300));
+    let run = lab("dls-two-vm", BOUND + secs(120));
     assert_dls_boot(&run, "dls-two-vm", 2);
     let log = run.dlsd_log();
     for (vm, ip) in [(0, "11"), (1, "12")] {
@@ -248,7 +256,7 @@ fn two_vms_with_reservations_boot_their_own_luns() {
 
 #[test]
 fn proxy_dhcp_beside_dnsmasq() {
-    let run = lab("dls-proxy", secs(200));
+    let run = lab("dls-proxy", BOUND);
     assert_dls_boot(&run, "dls-proxy", 1);
     let log = run.dlsd_log();
     assert!(
@@ -262,10 +270,8 @@ fn proxy_dhcp_beside_dnsmasq() {
 }
 
 /// The same BIOS boot through dnsmasq + tgt, and the ratio to dlsd's.
-#[test]
-fn side_by_side_bios_with_dnsmasq_and_tgt() {
-    let peer = lab("peer-bios", secs(240));
-    let dls = lab("dls-bios", secs(200));
+fn side_by_side_bios(dls: &Run) {
+    let peer = lab("peer-bios", BOUND);
     assert!(peer.stdout.contains("PASS peer-bios: marker after "));
     let (p, d) = (peer.marker_secs(), dls.marker_secs());
     // The guest decompressing its kernel under TCG dominates the total
@@ -278,7 +284,7 @@ fn side_by_side_bios_with_dnsmasq_and_tgt() {
         let get = |k| field(line, k).parse::<f64>().unwrap();
         get("loader") + get("root")
     };
-    let (dn, pn) = (net(&dls), net(&peer));
+    let (dn, pn) = (net(dls), net(&peer));
     eprintln!(
         "side by side (bios): power-on to marker dls {d:.1}s, peer {p:.1}s (dls/peer {:.2}); \
          served stretches dls {dn:.2}s, peer {pn:.2}s (dls/peer {:.2})",
