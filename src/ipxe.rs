@@ -55,10 +55,18 @@ pub fn script(dhcp: &DhcpConfig) -> String {
     let _ = writeln!(s, "isset ${{root-path}} && goto dhcp-root-path ||");
     let _ = writeln!(s, "goto no-root-path");
 
+    // When DHCP gave both a root path and this script as the boot file,
+    // iPXE has already registered that root path as SAN drive 0x80 before
+    // running the script, and boots it when the script returns; a second
+    // `sanboot` of it fails (the drive number is in use). So a host whose
+    // DHCP root path is its own returns, and so does the fallback. (A
+    // script reached by `chain` from elsewhere, with a root-path set but not
+    // registered, would return without booting.)
     for (i, (host, root_path)) in hosts.iter().enumerate() {
         let _ = writeln!(s);
         let _ = writeln!(s, ":host-{i}");
         let _ = writeln!(s, "echo dls: {} boots {root_path}", host.mac);
+        let _ = writeln!(s, "iseq ${{root-path}} {root_path} && goto registered ||");
         let _ = writeln!(s, "sanboot {root_path} || goto failed");
         let _ = writeln!(s, "goto failed");
     }
@@ -66,8 +74,14 @@ pub fn script(dhcp: &DhcpConfig) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, ":dhcp-root-path");
     let _ = writeln!(s, "echo dls: ${{mac}} boots ${{root-path}} (from DHCP)");
-    let _ = writeln!(s, "sanboot ${{root-path}} || goto failed");
-    let _ = writeln!(s, "goto failed");
+    let _ = writeln!(s, "goto registered");
+    let _ = writeln!(s);
+    let _ = writeln!(s, ":registered");
+    let _ = writeln!(
+        s,
+        "echo dls: iPXE registered ${{root-path}} from DHCP before this script and boots it now"
+    );
+    let _ = writeln!(s, "exit");
     let _ = writeln!(s);
     let _ = writeln!(s, ":no-root-path");
     let _ = writeln!(
@@ -150,10 +164,12 @@ root_path = "iscsi:10.77.0.1::::iqn.2026-12.org.example:node03"
         // to the DHCP root path, like any machine without a reservation.
         assert!(!s.contains("52:54:00:00:00:02"), "{s}");
         assert!(s.contains(
-            ":host-0\necho dls: 52:54:00:00:00:01 boots iscsi:10.77.0.1::::iqn.2026-12.org.example:node01\nsanboot iscsi:10.77.0.1::::iqn.2026-12.org.example:node01 || goto failed\n"
+            ":host-0\necho dls: 52:54:00:00:00:01 boots iscsi:10.77.0.1::::iqn.2026-12.org.example:node01\niseq ${root-path} iscsi:10.77.0.1::::iqn.2026-12.org.example:node01 && goto registered ||\nsanboot iscsi:10.77.0.1::::iqn.2026-12.org.example:node01 || goto failed\n"
         ));
         assert!(s.contains(":host-1\n"));
-        assert!(s.contains("sanboot ${root-path} || goto failed\n"));
+        assert!(s.contains(
+            ":dhcp-root-path\necho dls: ${mac} boots ${root-path} (from DHCP)\ngoto registered\n"
+        ));
         assert!(s.ends_with("sleep 10\nreboot\n"), "{s}");
     }
 

@@ -9,12 +9,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# A fresh Debian machine: Debian 12's rustc is older than the crate's
+# rust-version, so take rustup's stable toolchain (with rustfmt and clippy).
+if ! command -v cargo >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+  echo "tests/run.sh: installing Rust (rustup, stable)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    ca-certificates curl build-essential pkg-config >/dev/null
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile default --default-toolchain stable
+fi
+
 # Debian packages of the real clients and peers the tests drive.
 packages=(
   curl atftp tftp-hpa iproute2 prometheus        # TFTP clients, promtool
   libiscsi-bin qemu-utils qemu-block-extra       # iSCSI initiators
   udhcpc isc-dhcp-client dnsmasq python3-scapy   # DHCP clients and peer
   nftables                                       # packet loss in test namespaces
+  # The netboot lab (tests/netboot.rs, tests/lab/): VMs, firmware, the peer
+  # stack, the capture, and the tools that build the VM's disk image.
+  qemu-system-x86 ipxe ipxe-qemu ovmf tgt tshark
+  e2fsprogs grub-common mtools dosfstools fdisk kmod cpio binutils
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -30,7 +45,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   # qemu-block-extra (qemu's iSCSI driver) needs qemu-utils of its own
   # version; some machine images carry a newer, backported qemu-utils.
-  if [[ " ${missing[*]} " == *" qemu-block-extra "* ]]; then
+  if [[ " ${missing[*]} " == *" qemu-block-extra "* || " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
     qver=$(apt-cache policy qemu-block-extra | awk '/Candidate:/ {print $2}')
     missing+=("qemu-utils=$qver")
   fi

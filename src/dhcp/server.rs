@@ -32,7 +32,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, SystemTime};
 
 use dhcproto::v4::{DhcpOption, MessageType};
-use log::{debug, trace};
+use log::{debug, info, trace};
 
 use super::boot::{self, Boot, Client};
 use super::config::{is_url, DhcpConfig, Mode};
@@ -301,6 +301,13 @@ impl Server {
         let expires = ctx.now + secs(self.config.lease_time);
         let record = self.pool.grant(&ctx.client, ip, expires);
         let reply = self.lease_reply(ctx, MessageType::Ack, ip);
+        // One line per grant: the lab's boot timeline starts here.
+        info!(
+            "dhcp: ACK {ip} to {} ({}) boot {:?}",
+            ctx.hardware(),
+            ctx.arrival.source,
+            String::from_utf8_lossy(&reply.file)
+        );
         Decision {
             journal: vec![record],
             reply: Some(self.finish(ctx, MessageType::Ack, reply)),
@@ -408,6 +415,12 @@ impl Server {
         if !self.push_boot(ctx, &mut reply) {
             return Err(Ignored::NoBootFile);
         }
+        info!(
+            "dhcp: proxy {reply_type:?} to {} ({}) boot {:?}",
+            ctx.hardware(),
+            ctx.arrival.source,
+            String::from_utf8_lossy(&reply.file)
+        );
         Ok(Decision {
             journal: Vec::new(),
             reply: Some(self.finish(ctx, reply_type, reply)),
@@ -580,6 +593,17 @@ struct Ctx<'a> {
     now: Secs,
     server_id: Ipv4Addr,
     client: ClientId,
+}
+
+impl Ctx<'_> {
+    /// The Ethernet address for log lines (what an operator matches
+    /// against `[[dhcp.host]] mac`), else the client identifier.
+    fn hardware(&self) -> String {
+        match self.req.mac() {
+            Some(mac) => mac.to_string(),
+            None => self.client.to_string(),
+        }
+    }
 }
 
 fn nonzero(ip: Ipv4Addr) -> Option<Ipv4Addr> {

@@ -539,6 +539,14 @@ impl IscsiService {
         };
         let now = session.stats();
         let was = std::mem::replace(&mut c.reported, now);
+        // A session's first READ and WRITE mark the boot timeline.
+        let initiator = &session.established().initiator_name;
+        if was.data_in_bytes == 0 && now.data_in_bytes > 0 {
+            info!("iscsi: {}: {initiator}: first READ data sent", c.peer);
+        }
+        if was.data_out_bytes == 0 && now.data_out_bytes > 0 {
+            info!("iscsi: {}: {initiator}: first WRITE data received", c.peer);
+        }
         let add = |counter: &AtomicU64, now: u64, was: u64| {
             counter.fetch_add(now.saturating_sub(was), Ordering::Relaxed);
         };
