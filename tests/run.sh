@@ -26,6 +26,7 @@ packages=(
   libiscsi-bin qemu-utils qemu-block-extra       # iSCSI initiators
   udhcpc isc-dhcp-client dnsmasq python3-scapy   # DHCP clients and peer
   nftables                                       # packet loss in test namespaces
+  jq iputils-ping                                # perf/storm.sh (tests/perf_storm.rs)
   # The netboot lab (tests/netboot.rs, tests/lab/): VMs, firmware, the peer
   # stack, the capture, and the tools that build the VM's disk image.
   qemu-system-x86 ipxe ipxe-qemu ovmf tgt tshark
