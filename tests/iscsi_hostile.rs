@@ -376,6 +376,9 @@ fn hostile_input_is_refused_and_leaves_the_server_serving_without_leaks() {
         inquiry_works(&portal, name);
     }
 
+    nop_flood_leaves_memory_flat(&portal, pid);
+    inquiry_works(&portal, "a NOP-Out flood");
+
     // The bystander never noticed.
     bystander.tur_good();
     bystander.logout();
@@ -392,6 +395,45 @@ fn hostile_input_is_refused_and_leaves_the_server_serving_without_leaks() {
         fds_before,
         "dlsd holds {fds_after} fds after the hostile round, {fds_before} before:\n{}",
         server.log()
+    );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// NOP-Outs with the reserved ITT get no answer, so no output limit holds
+/// the sender back: only reading no faster than PDUs are handled does. The
+/// server's memory must stay flat while the sender meets TCP's window.
+fn nop_flood_leaves_memory_flat(portal: &str, pid: i32) {
+    let before = rss_kib(pid);
+    let mut raw = Raw::connect(portal);
+    raw.login_normal(DISK0);
+    raw.s
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut nop = [0u8; 48];
+    nop[0] = 0x40; // NOP-Out, immediate
+    nop[1] = 0x80; // F
+    nop[16..24].copy_from_slice(&[0xff; 8]); // ITT and TTT reserved
+    nop[24..28].copy_from_slice(&raw.cmd_sn.to_be_bytes());
+    nop[28..32].copy_from_slice(&raw.exp_stat_sn.to_be_bytes());
+    let burst: Vec<u8> = nop.iter().copied().cycle().take(48 * 4096).collect();
+    let (until, mut sent) = (Instant::now() + Duration::from_secs(3), 0usize);
+    while Instant::now() < until {
+        if let Ok(n) = raw.s.write(&burst) {
+            sent += n;
+        }
+    }
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 48 * 1024,
+        "dlsd grew from {before} KiB to {after} KiB while {sent} bytes of NOP-Outs came in"
     );
 }
 

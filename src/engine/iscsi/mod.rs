@@ -3,8 +3,9 @@
 //! phase by the sans-IO state machines of [`crate::iscsi`].
 //!
 //! A connection stays on the worker that accepted it. Its receive buffer
-//! ([`rx::RxBuf`]) holds at most one PDU plus what arrived behind it; one
-//! read takes every command PDU the socket has, and all of them are framed
+//! ([`rx::RxBuf`]) is read only while it holds less than a chunk or an
+//! incomplete PDU (so a flood of unanswered PDUs meets TCP's window, not
+//! an ever larger buffer); one read takes every command PDU the socket has, and all of them are framed
 //! with the negotiated digests and data limit and handled (a bounded number
 //! per wakeup) before anything is written. Answers go to an [`OutQueue`]:
 //! headers, and reads up to [`INLINE_READ_MAX`], are appended to one byte
@@ -497,7 +498,17 @@ impl IscsiService {
             return Ok(());
         }
         check_sizes(c, &ctx, now);
-        let eof = fill(c)?;
+        // Read only when what is buffered is less than a chunk or ends in
+        // an incomplete PDU: an initiator streaming PDUs that get no answer
+        // (NOP-Outs with the reserved ITT) faster than MAX_PDUS_PER_WAKEUP
+        // are handled would otherwise grow the buffer without end. TCP's
+        // window then pushes back on the sender instead.
+        let eof = if has_backlog(c) {
+            c.more = true;
+            false
+        } else {
+            fill(c)?
+        };
         let mut handled = 0;
         loop {
             if handled == MAX_PDUS_PER_WAKEUP || c.out.pending() > MAX_QUEUED {
@@ -590,6 +601,24 @@ fn random_seed() -> [u8; CHALLENGE_LEN + 1] {
         warn!("iscsi: no random bytes for CHAP challenges: {e}");
     }
     seed
+}
+
+/// True when at least a chunk of unhandled bytes is buffered and it starts
+/// with a whole PDU (or one the framing refuses): handling comes before
+/// reading more.
+fn has_backlog(c: &Conn) -> bool {
+    if c.rx.data().len() < READ_CHUNK {
+        return false;
+    }
+    let (digests, max_data) = match &c.phase {
+        Phase::Login(_) => (Digests::default(), LOGIN_MAX_DATA),
+        Phase::Full { session, .. } => (session.digests(), session.max_recv_data()),
+        Phase::Closing => return true,
+    };
+    !matches!(
+        frame::frame(c.rx.data(), digests, max_data),
+        Ok(Frame::Incomplete { .. })
+    )
 }
 
 /// Reads what is available, up to one chunk; true at end of stream.

@@ -33,8 +33,10 @@ impl RxBuf {
 
     /// One `read` of up to `chunk` bytes; `Ok(0)` is end of stream. The
     /// buffer grows (once, and zeroed once) only when the unhandled bytes
-    /// plus `chunk` do not fit: its size is bounded by the largest PDU the
-    /// framing accepts plus one chunk.
+    /// plus `chunk` do not fit. The caller keeps it bounded: it reads only
+    /// while less than a chunk is buffered or the buffered bytes end in an
+    /// incomplete PDU, so the buffer stays below the larger of two chunks
+    /// and the largest PDU the framing accepts plus one chunk.
     pub fn read_from(&mut self, src: &mut impl Read, chunk: usize) -> io::Result<usize> {
         if self.buf.len() - self.end < chunk {
             self.buf.copy_within(self.start..self.end, 0);
