@@ -29,7 +29,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         ca-certificates curl build-essential pkg-config >/dev/null
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-        | sh -s -- -y --profile minimal --default-toolchain stable
+        | sh -s -- -y --profile default --default-toolchain stable
 fi
 
 say "building dlsd (cargo build --release)"

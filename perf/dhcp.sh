@@ -92,7 +92,8 @@ cleanup() {
     ip netns del "$SRV" 2>/dev/null || true
     rm -rf "$WORK" "$SHM"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 ip netns add "$SRV"
 ip netns add "$CLI"

@@ -29,6 +29,10 @@ export DLSD=${DLSD:-$REPO/target/release/dlsd}
 export DLS_BENCH=${DLS_BENCH:-$REPO/target/release/dls-bench}
 
 (cd "$REPO" && cargo build --release --bins)
+# The charts' font.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >&2
+fi
 mkdir -p "$OUT"
 : >"$OUT/rows.jsonl"
 
@@ -59,8 +63,12 @@ done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 if [ -s "$OUT/rows.jsonl" ]; then
-    "$DLS_BENCH" report --input "$OUT/rows.jsonl" --out "$OUT"
-    if [ "$PERF_QUICK" != 1 ]; then
+    # A report that fails (a malformed row) is a failure of the run, but
+    # the summary of which drivers ran must still be printed.
+    report_ok=1
+    "$DLS_BENCH" report --input "$OUT/rows.jsonl" --out "$OUT" || report_ok=0
+    [ "$report_ok" = 1 ] || failed+=(report)
+    if [ "$PERF_QUICK" != 1 ] && [ "$report_ok" = 1 ]; then
         rm -rf "$PERF_DIR/results/latest"
         cp -r "$OUT" "$PERF_DIR/results/latest"
     fi

@@ -33,7 +33,12 @@ NS_C=dls-storm-$$-c
 IF_S=dst$$s
 IF_C=dst$$c
 IQN=iqn.2026-12.dev.dls:storm$$
-TGT_PORT=$(( 20000 + $$ % 10000 ))   # tgtd's control socket number
+# tgtd's control socket number: one no live tgtd holds (another run's
+# tgtadm would otherwise reach, and at the end stop, the wrong daemon).
+TGT_PORT=$(( 20000 + $$ % 10000 ))
+while [ -S "/var/run/tgtd/socket.$TGT_PORT" ] && pgrep -f "tgtd .*-C $TGT_PORT( |\$)" >/dev/null; do
+    TGT_PORT=$(( TGT_PORT + 1 ))
+done
 WORK=$(mktemp -d /tmp/dls-storm.XXXXXX)
 PIDS=()
 
@@ -46,6 +51,7 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     done
+    rm -f "/var/run/tgtd/socket.$TGT_PORT" "/var/run/tgtd/socket.$TGT_PORT.lock"
     ip netns del "$NS_S" 2>/dev/null || true
     ip netns del "$NS_C" 2>/dev/null || true
     if [ "${STORM_KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
@@ -146,11 +152,11 @@ start_peer() {
         --dhcp-boot=undionly.kpxe --enable-tftp --tftp-root="$ROOT" \
         --tftp-max=4096 --pid-file= --log-facility="$WORK/dnsmasq.log" &
     local dns=$!
-    PIDS+=($dns)
+    PIDS+=("$dns")
     ip netns exec "$NS_S" tgtd -f -C "$TGT_PORT" --iscsi "portal=$SRV_IP:3260" \
         > "$WORK/tgtd.log" 2>&1 &
     local tgt=$!
-    PIDS+=($tgt)
+    PIDS+=("$tgt")
     wait_tcp 3260
     local adm=(ip netns exec "$NS_S" tgtadm -C "$TGT_PORT" --lld iscsi)
     "${adm[@]}" --op new --mode target --tid 1 -T "$IQN"
@@ -197,13 +203,23 @@ storm() {
         rss=$(awk -v a="$rss" -v b="$(hwm "$pid")" 'BEGIN {print a + b}')
     done
     local scen="boot-storm-$CLIENTS"
-    emit "$scen" "$name" seconds "$(jq .seconds "$json")" false "$rep" "$workers"
-    emit "$scen" "$name" slowest_machine_ms "$(jq .slowest_total_ms "$json")" false "$rep" "$workers"
-    emit "$scen" "$name" failed "$(jq .failed "$json")" false "$rep" "$workers"
+    if [ ! -s "$json" ]; then
+        log "$name: dls-bench storm wrote no results (exit $rc)"
+        return 1
+    fi
+    local failed
+    failed=$(jq .failed "$json")
+    emit "$scen" "$name" failed "$failed" false "$rep" "$workers"
     emit "$scen" "$name" peak_rss_MiB "$rss" false "$rep" "$workers"
-    for phase in dhcp tftp_binary tftp_script iscsi_login iscsi_read; do
-        emit "$scen" "$name" "${phase}_p99_ms" "$(jq ".phase_ms.$phase.p99" "$json")" false "$rep" "$workers"
-    done
+    # Times of a storm in which machines failed would flatter the server
+    # (a failed phase takes no time): only whole storms give time rows.
+    if [ "$failed" = 0 ]; then
+        emit "$scen" "$name" seconds "$(jq .seconds "$json")" false "$rep" "$workers"
+        emit "$scen" "$name" slowest_machine_ms "$(jq .slowest_total_ms "$json")" false "$rep" "$workers"
+        for phase in dhcp tftp_binary tftp_script iscsi_login iscsi_read; do
+            emit "$scen" "$name" "${phase}_p99_ms" "$(jq ".phase_ms.$phase.p99" "$json")" false "$rep" "$workers"
+        done
+    fi
     if [ "$rc" -ne 0 ]; then
         log "$name: storm failed (exit $rc); failures:"
         jq -r '.failures[]' "$json" | head -20 >&2

@@ -13,6 +13,9 @@
 #                    lock-step (iPXE fetching a kernel); dls-bench: aggregate
 #                    MB/s, p99 transfer time, failures, peak RSS and CPU
 #                    seconds per GiB of the server
+#   tftp-storm-200-w4  the same storm at blksize 1468, windowsize 4 (UEFI
+#                    firmware fetching a large EFI image)
+# PERF_TFTP_PARTS chooses among "singles storm storm-w4" (default: all).
 # Servers without windowsize (tftpd-hpa 5.2, dnsmasq 2.90) answer without
 # it and the transfer runs lock-step: their rows say so.
 #
@@ -52,6 +55,7 @@ else
     SINGLE_MIB=64 STORM_MIB=30 STORM_CLIENTS=200 STORM_LIMIT=300s
 fi
 STORM=tftp-storm-200
+PARTS=${PERF_TFTP_PARTS:-"singles storm storm-w4"}
 SERVERS=${PERF_TFTP_SERVERS:-"dls:1 dls:2 tftpd-hpa dnsmasq atftpd"}
 
 # One root for every server. atftpd wants a world-writable root (it never
@@ -106,7 +110,7 @@ EOF
 note_for() {
     case "$1:$2" in
     tftpd-hpa:*-w*) echo "no windowsize: lock-step" ;;
-    dnsmasq:tftp-1468-w4) echo "no windowsize: lock-step" ;;
+    dnsmasq:tftp-1468-w4 | dnsmasq:tftp-storm-200-w4) echo "no windowsize: lock-step" ;;
     dnsmasq:tftp-65464-w64) echo "no windowsize: lock-step; blksize capped by dnsmasq" ;;
     esac
 }
@@ -179,11 +183,12 @@ singles() {
 # The storm on a freshly started server, so its peak RSS is the storm's.
 storm() {
     local name=$1 workers=$2 repeat=$3 ticks0 ticks1 rss tree=0 rc=0 note child_ticks
+    local STORM=${4:-$STORM} blk=${5:-1432} win=${6:-0}
     ticks0=$(perf_cpu_ticks "$SRV_PID")
     # tftpd-hpa forks per transfer: its memory and CPU are its children's.
     if [ "$name" = tftpd-hpa ]; then perf_tree_start "$SRV_PID"; tree=1; fi
     bench "$STORM" "$name" "$workers" "$repeat" --file storm.bin --source "$ROOT/storm.bin" \
-        --clients "$STORM_CLIENTS" --transfers "$STORM_CLIENTS" --blksize 1432 --tsize \
+        --clients "$STORM_CLIENTS" --transfers "$STORM_CLIENTS" --blksize "$blk" --windowsize "$win" --tsize \
         --duration "$STORM_LIMIT" || rc=$?
     ticks1=$(perf_cpu_ticks "$SRV_PID")
     rss=$(perf_peak_rss_mib "$SRV_PID")
@@ -223,12 +228,17 @@ for repeat in $(seq "$PERF_REPEAT"); do
         name=${server%%:*}
         workers=""
         [ "$name" != "$server" ] && workers=${server#*:}
-        start_server "$name" "$workers" || { perf_fail "$name$workers did not start"; continue; }
-        singles "$name" "$workers" "$repeat"
-        perf_stop "$SRV_PID"
-        start_server "$name" "$workers" || { perf_fail "$name$workers did not start"; continue; }
-        storm "$name" "$workers" "$repeat"
-        perf_stop "$SRV_PID"
+        # Each part on a freshly started server, so a storm's peak RSS is its own.
+        for part in $PARTS; do
+            start_server "$name" "$workers" || { perf_fail "$name$workers did not start"; continue; }
+            case $part in
+                singles) singles "$name" "$workers" "$repeat" ;;
+                storm) storm "$name" "$workers" "$repeat" ;;
+                storm-w4) storm "$name" "$workers" "$repeat" "$STORM-w4" 1468 4 ;;
+                *) perf_fail "unknown PERF_TFTP_PARTS entry $part" ;;
+            esac
+            perf_stop "$SRV_PID"
+        done
     done
 done
 perf_finish

@@ -20,6 +20,11 @@ if ! command -v cargo >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
     | sh -s -- -y --profile default --default-toolchain stable
 fi
 
+# A toolchain installed by rustup's minimal profile lacks the lints.
+if command -v rustup >/dev/null 2>&1 && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
 # Debian packages of the real clients and peers the tests drive.
 packages=(
   curl atftp tftp-hpa iproute2 prometheus        # TFTP clients, promtool

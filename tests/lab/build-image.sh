@@ -91,7 +91,7 @@ for p in $PKGS; do
     [ -n "$v" ] && [ "$v" != "(none)" ] || die "no candidate version for $p (apt-get update?)"
     VERSIONS+="$p=$v"$'\n'
 done
-KEY=$( { printf '%s' "$VERSIONS"; sha256sum "$SELF"; } | sha256sum | cut -c1-16)
+KEY=$( { printf '%s' "$VERSIONS"; sha256sum < "$SELF"; } | sha256sum | cut -c1-16)
 DEST=$CACHE/image-$KEY
 
 publish() {

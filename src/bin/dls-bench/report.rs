@@ -115,10 +115,21 @@ pub fn run(args: &Args) -> io::Result<bool> {
     let ratios = ratios(&groups);
     std::fs::create_dir_all(&args.out)?;
 
+    // The tables matter more than the pictures: a chart that cannot be
+    // drawn (no font, say) is reported and the tables are written anyway.
     let charts = if args.no_charts {
         Vec::new()
     } else {
-        chart::draw_all(&groups, &args.out, &args.font)?
+        match chart::draw_all(&groups, &args.out, &args.font) {
+            Ok(charts) => charts,
+            Err(e) => {
+                eprintln!(
+                    "dls-bench report: no charts ({}: {e}); tables only",
+                    args.font.display()
+                );
+                Vec::new()
+            }
+        }
     };
     let md = markdown(&groups, &ratios, &charts);
     std::fs::write(args.out.join("summary.md"), &md)?;

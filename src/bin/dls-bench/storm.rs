@@ -134,7 +134,8 @@ pub fn run(args: &Args) -> io::Result<bool> {
     )?;
     let start = Instant::now();
     let deadline = start + args.timeout;
-    let prefix = (std::process::id() as u8) | 0x02; // locally administered
+    // Locally administered (bit 1), unicast (bit 0 clear), per run.
+    let prefix = (std::process::id() as u8 & 0xfc) | 0x02;
 
     let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.clients)
