@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 
 /// Load generators for dls and its peers; every byte received is checked.
 #[derive(Parser)]
-#[command(name = "dls-bench", version, about)]
+#[command(
+    name = "dls-bench",
+    version,
+    about = "Load generators for dls and its peers; every byte received is checked."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
