@@ -149,8 +149,11 @@ pub fn run(args: &Args) -> io::Result<bool> {
             "--clients and --in-flight must be at least 1",
         ));
     }
-    if !args.rate.is_finite() || args.rate < 0.0 {
-        return Err(io::Error::other("--rate must be 0 (flat out) or positive"));
+    // Below one exchange a day the schedule's durations would overflow.
+    if !args.rate.is_finite() || args.rate < 0.0 || (args.rate > 0.0 && args.rate < 1e-5) {
+        return Err(io::Error::other(
+            "--rate must be 0 (flat out) or at least 0.00001 exchanges/s",
+        ));
     }
     let bind = SocketAddr::V4(SocketAddrV4::new(args.relay, 67));
     let mut socket = open_socket(bind)

@@ -103,7 +103,13 @@ struct Totals {
 const MAX_RETRIES: u32 = 8;
 
 pub fn run(args: &Args) -> io::Result<bool> {
-    let source = std::fs::read(&args.source)?;
+    if args.clients == 0 || args.transfers == 0 {
+        return Err(io::Error::other(
+            "--clients and --transfers must be at least 1",
+        ));
+    }
+    let source = std::fs::read(&args.source)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", args.source.display())))?;
     if !(0.0..=100.0).contains(&args.drop_acks) {
         return Err(io::Error::other("--drop-acks must be within 0..=100"));
     }
