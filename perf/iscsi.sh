@@ -36,12 +36,17 @@ CLK_TCK=$(getconf CLK_TCK)
 if [ ! -x "$DLSD" ] || [ ! -x "$DLS_BENCH" ]; then
     (cd "$ROOT" && cargo build --release --bin dlsd --bin dls-bench)
 fi
-if ! command -v tgtd >/dev/null || ! command -v iscsi-perf >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends tgt libiscsi-bin
+if ! command -v tgtd >/dev/null || ! command -v iscsi-perf >/dev/null || ! command -v python3 >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends tgt libiscsi-bin python3
 fi
 
 WORK=$(mktemp -d /tmp/perf-iscsi.$$.XXXX)
+# tgtd's control socket number: one no live tgtd holds (another run's
+# tgtadm would otherwise reach, and at the end stop, the wrong daemon).
 TGT_CTL=$((1000 + $$ % 30000))
+while [ -S "/var/run/tgtd/socket.$TGT_CTL" ] && pgrep -f "tgtd .*-C $TGT_CTL( |\$)" >/dev/null; do
+    TGT_CTL=$((TGT_CTL + 1))
+done
 declare -A PID PORT LUN_NO WORKERS_OF
 CLIENT_PIDS=()
 cleanup() {
