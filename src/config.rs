@@ -61,6 +61,11 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// File that `dlsd serve` writes its PID to and `dlsd reload` reads.
     pub pid_file: Option<PathBuf>,
+    /// After a wakeup that found work, how long a worker keeps polling
+    /// without sleeping before it blocks again; 0 turns it off. See
+    /// `engine::worker::next_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub busy_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             pin_workers: true,
             shutdown_grace: Duration::from_secs(10),
             pid_file: None,
+            busy_poll: Duration::from_micros(50),
         }
     }
 }

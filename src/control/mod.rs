@@ -358,6 +358,10 @@ impl Control {
             warn!("reload: [http] changes need a restart");
             new.http = self.config.http.clone();
         }
+        if new.engine != self.config.engine {
+            warn!("reload: [engine] changes need a restart");
+            new.engine = self.config.engine.clone();
+        }
         let tftp_ctx = match &new.tftp {
             Some(t) => match TftpContext::new(t, crate::ipxe::generated_files(&new)) {
                 Ok(ctx) => Some(Arc::new(ctx)),

@@ -109,7 +109,7 @@ impl Engine {
                 poll,
                 rx,
                 stats.clone(),
-                config.engine.shutdown_grace,
+                &config.engine,
                 tftp_ctx.clone().map(|ctx| (ctx, shared.clone(), listeners)),
                 iscsi_ctx.clone().map(|ctx| (ctx, iscsi_listeners)),
             )?;
