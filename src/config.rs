@@ -48,6 +48,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// Upper bound of `engine.busy_poll`: a few round trips of a LAN.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 /// `[engine]`: the worker threads that own every dataplane socket.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -230,6 +233,14 @@ impl Config {
         if self.engine.workers > 1024 {
             return err("engine.workers", "must be at most 1024".into());
         }
+        // A worker spins for this long after every turn with work: a long
+        // spin would keep a core busy on an idle server.
+        if self.engine.busy_poll > MAX_BUSY_POLL {
+            return err(
+                "engine.busy_poll",
+                format!("must be at most {MAX_BUSY_POLL:?} (0s turns it off)"),
+            );
+        }
         if let Some(tftp) = &self.tftp {
             if tftp.listen.is_empty() {
                 return err("tftp.listen", "needs at least one address".into());
@@ -344,5 +355,18 @@ mod tests {
         let c = parse(&text).unwrap();
         assert_eq!(c.engine.shutdown_grace, Duration::from_secs(2));
         assert_eq!(c.tftp.unwrap().timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn busy_poll_is_bounded() {
+        let c = parse("[engine]\nbusy_poll = \"200us\"\n").unwrap();
+        assert_eq!(c.engine.busy_poll, Duration::from_micros(200));
+        assert_eq!(
+            parse("").unwrap().engine.busy_poll,
+            Duration::from_micros(50)
+        );
+        assert!(parse("[engine]\nbusy_poll = \"0s\"\n").is_ok());
+        let e = parse("[engine]\nbusy_poll = \"5s\"\n").unwrap_err();
+        assert_eq!(e.key, "engine.busy_poll");
     }
 }

@@ -69,21 +69,29 @@ fn sigterm_exits_zero_with_summary() {
     server.wait_for_log("tftp summary", Duration::from_secs(2));
 }
 
-/// CPU time (user + system) of a process, from /proc/PID/stat.
-fn cpu_time(pid: i32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+/// The scheduler state letter of each worker thread of `pid` ("R" running
+/// or runnable, "S" sleeping, ...), from /proc/PID/task/TID/stat.
+fn worker_states(pid: i32) -> Vec<(String, char)> {
+    let mut states = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("dls-worker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        if let Some(state) = stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()) {
+            states.push((comm.trim().to_owned(), state));
+        }
+    }
+    states
 }
 
 /// Workers poll without sleeping for `engine.busy_poll` after work; once the
-/// transfers are over they must go back to sleep, not spin on an idle box.
+/// transfers are over they must block in the kernel again, not spin on an
+/// idle box. A spinning thread is runnable ("R") whenever it is looked at,
+/// however loaded the machine is; a blocked one is sleeping ("S").
 #[test]
 fn idle_workers_sleep_after_a_transfer() {
     let server = Server::start("", "");
@@ -103,13 +111,20 @@ fn idle_workers_sleep_after_a_transfer() {
     // The transfer's last timers (lingering for a lost final ACK) end well
     // within this.
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_time(server.pid());
-    std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_time(server.pid()) - before;
-    // A worker that kept spinning would use about 2 s here.
-    assert!(
-        used < Duration::from_millis(100),
-        "dlsd used {used:?} of CPU in 2 s with nothing to do\n{}",
-        server.log()
-    );
+    let mut seen = 0;
+    for _ in 0..20 {
+        let states = worker_states(server.pid());
+        assert_eq!(states.len(), 2, "two workers expected: {states:?}");
+        for (name, state) in &states {
+            assert_eq!(
+                *state,
+                'S',
+                "{name} is not asleep with nothing to do ({state})\n{}",
+                server.log()
+            );
+        }
+        seen += states.len();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, 40);
 }

@@ -359,7 +359,10 @@ impl Control {
             new.http = self.config.http.clone();
         }
         if new.engine != self.config.engine {
-            warn!("reload: [engine] changes need a restart");
+            warn!(
+                "reload: [engine] changes need a restart; keeping {:?}",
+                self.config.engine
+            );
             new.engine = self.config.engine.clone();
         }
         let tftp_ctx = match &new.tftp {

@@ -112,12 +112,13 @@ impl Worker {
                 break;
             }
             let now = Instant::now();
+            let mut worked = false;
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
                     continue;
                 }
-                worked_at = Some(now);
+                worked = true;
                 if let Some(tftp) = self.tftp.as_mut().filter(|_| TftpService::owns(token)) {
                     tftp.ready(token, self.poll.registry(), now);
                 } else if let Some(iscsi) =
@@ -134,6 +135,12 @@ impl Worker {
             }
             if !self.handle_commands(now) {
                 break;
+            }
+            // The spin is counted from the end of the work, so a turn that
+            // took longer than `busy_poll` (a large window, a 1 MiB read)
+            // is still followed by one.
+            if worked {
+                worked_at = Some(Instant::now());
             }
             if let Some(stop_by) = self.stop_by {
                 if self.active() == 0 {
