@@ -128,3 +128,55 @@ fn idle_workers_sleep_after_a_transfer() {
     }
     assert_eq!(seen, 40);
 }
+
+/// Listeners use SO_REUSEPORT, which would let a second dlsd (same user)
+/// join the first one's ports and take half of its clients without a word.
+/// It must refuse to start instead, for TFTP and iSCSI alike, and the first
+/// must go on serving.
+#[test]
+fn a_second_dlsd_on_the_same_ports_is_refused() {
+    let iscsi_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let lun = dir.path().join("lun.img");
+    std::fs::File::create(&lun)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let iscsi = format!(
+        "[iscsi]\nlisten = [\"127.0.0.1:{iscsi_port}\"]\n[[iscsi.target]]\niqn = \"iqn.2026-12.dls.test:twice\"\nluns = [{{ path = {lun:?} }}]\n"
+    );
+    let server = Server::start("", &iscsi);
+    server.put("c.bin", b"still mine");
+
+    let iscsi_only = dir.path().join("iscsi-only.toml");
+    std::fs::write(&iscsi_only, format!("[http]\nenabled = false\n{iscsi}")).unwrap();
+    for (config, key) in [
+        (&server.config_path, "tftp.listen"),
+        (&iscsi_only, "iscsi.listen"),
+    ] {
+        let (ok, text) = run(
+            Command::new(env!("CARGO_BIN_EXE_dlsd"))
+                .args(["serve", "--config"])
+                .arg(config),
+            Duration::from_secs(10),
+        );
+        assert!(!ok, "a second dlsd started on {key}: {text}");
+        assert!(
+            text.contains(key) && text.contains("already in use"),
+            "{key}: {text}"
+        );
+    }
+
+    let out = server.dir.path().join("out");
+    let url = format!("tftp://127.0.0.1:{}/c.bin", server.port());
+    let (ok, text) = run(
+        Command::new("curl").args(["-sS", "-o"]).arg(&out).arg(&url),
+        Duration::from_secs(30),
+    );
+    assert!(ok, "curl: {text}\n{}", server.log());
+    assert_eq!(std::fs::read(&out).unwrap(), b"still mine");
+}

@@ -20,12 +20,14 @@ mod timers;
 mod worker;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{self, Sender};
 use log::{info, warn};
 use mio::{Poll, Waker};
+use socket2::{Domain, Socket, Type};
 
 use crate::config::Config;
 use crate::sys;
@@ -59,6 +61,34 @@ pub struct Engine {
     tftp: Arc<tftp::Shared>,
 }
 
+/// Fails when another socket already holds `addr`: a bind without
+/// SO_REUSEPORT is refused if any socket, sharing or not, is bound there.
+/// The probe is closed at once; the race with a process binding in between
+/// is left open. For TCP, SO_REUSEADDR lets the probe past connections of
+/// an earlier run still in TIME_WAIT, never past a listener. (FreeBSD:
+/// the same rule with SO_REUSEPORT_LB; untested here.)
+fn refuse_claimed_port(addr: SocketAddr, kind: Type, key: &str) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), kind, None)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    if kind == Type::STREAM {
+        probe.set_reuse_address(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{key} {addr}: already in use by another process (another dlsd, or a peer server)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Engine {
     /// Binds every listener of every worker, then starts the workers. All
     /// errors an operator can cause (address in use, missing root) surface
@@ -78,6 +108,19 @@ impl Engine {
             Some(i) => Some(Arc::new(iscsi::IscsiContext::new(i)?)),
             None => None,
         };
+
+        // SO_REUSEPORT would let these binds join the listeners of another
+        // running dlsd (same user) and split its clients with it, silently.
+        if let Some(t) = &config.tftp {
+            for addr in &t.listen {
+                refuse_claimed_port(*addr, Type::DGRAM, "tftp.listen")?;
+            }
+        }
+        if let Some(i) = &config.iscsi {
+            for addr in &i.listen {
+                refuse_claimed_port(*addr, Type::STREAM, "iscsi.listen")?;
+            }
+        }
 
         let mut workers = Vec::with_capacity(count);
         let mut all_stats = Vec::with_capacity(count);
