@@ -129,26 +129,32 @@ fn idle_workers_sleep_after_a_transfer() {
     assert_eq!(seen, 40);
 }
 
+/// An `[iscsi]` section on a free port with one 16 MiB LUN in `dir`.
+fn iscsi_section(dir: &std::path::Path) -> (String, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lun = dir.join("lun.img");
+    std::fs::File::create(&lun)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let text = format!(
+        "[iscsi]\nlisten = [\"127.0.0.1:{port}\"]\n[[iscsi.target]]\niqn = \"iqn.2026-12.dls.test:twice\"\nluns = [{{ path = {lun:?} }}]\n"
+    );
+    (text, port)
+}
+
 /// Listeners use SO_REUSEPORT, which would let a second dlsd (same user)
 /// join the first one's ports and take half of its clients without a word.
 /// It must refuse to start instead, for TFTP and iSCSI alike, and the first
 /// must go on serving.
 #[test]
 fn a_second_dlsd_on_the_same_ports_is_refused() {
-    let iscsi_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let dir = tempfile::tempdir().unwrap();
-    let lun = dir.path().join("lun.img");
-    std::fs::File::create(&lun)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let iscsi = format!(
-        "[iscsi]\nlisten = [\"127.0.0.1:{iscsi_port}\"]\n[[iscsi.target]]\niqn = \"iqn.2026-12.dls.test:twice\"\nluns = [{{ path = {lun:?} }}]\n"
-    );
+    let (iscsi, _) = iscsi_section(dir.path());
     let server = Server::start("", &iscsi);
     server.put("c.bin", b"still mine");
 
@@ -179,4 +185,103 @@ fn a_second_dlsd_on_the_same_ports_is_refused() {
     );
     assert!(ok, "curl: {text}\n{}", server.log());
     assert_eq!(std::fs::read(&out).unwrap(), b"still mine");
+}
+
+/// Starts `dlsd serve --config config` and waits for it to say it runs.
+fn start_again(config: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dlsd"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("running") {
+            break;
+        }
+    }
+    (child, log)
+}
+
+/// Sockets in TIME_WAIT (state 06) with local port `port`, from /proc/net/tcp.
+fn time_wait_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "06"
+        })
+        .count()
+}
+
+/// The check above must not stop a restart: neither one started the moment
+/// the old dlsd was told to stop (its listeners close a moment later), nor
+/// one that finds the old run's iSCSI connections in TIME_WAIT.
+#[test]
+fn a_restart_on_the_same_ports_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (iscsi, iscsi_port) = iscsi_section(dir.path());
+    let mut first = Server::start("", &iscsi);
+    let client = std::net::TcpStream::connect(("127.0.0.1", iscsi_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    // SIGTERM, and at once the next dlsd on the same file.
+    let _ = Command::new("kill")
+        .arg("-15")
+        .arg(first.pid().to_string())
+        .status();
+    let (mut second, log) = start_again(&first.config_path);
+    let started = log.contains("running");
+    let _ = Command::new("kill")
+        .arg("-15")
+        .arg(second.id().to_string())
+        .status();
+    let _ = second.wait();
+    assert!(started, "restart right after SIGTERM did not start:\n{log}");
+    assert!(
+        first.stop_with(15, Duration::from_secs(10)).is_some(),
+        "first dlsd did not exit\n{}",
+        first.log()
+    );
+
+    // The first dlsd closed the connection when it exited; the client's
+    // close now leaves the server side in TIME_WAIT.
+    drop(client);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        time_wait_on(iscsi_port) > 0,
+        "no TIME_WAIT on port {iscsi_port}: the test would prove nothing"
+    );
+    let (mut third, log) = start_again(&first.config_path);
+    let started = log.contains("running");
+    let _ = Command::new("kill")
+        .arg("-15")
+        .arg(third.id().to_string())
+        .status();
+    let _ = third.wait();
+    assert!(
+        started,
+        "restart with TIME_WAIT connections did not start:\n{log}"
+    );
 }

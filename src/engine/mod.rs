@@ -23,6 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Sender};
 use log::{info, warn};
@@ -63,31 +64,55 @@ pub struct Engine {
 
 /// Fails when another socket already holds `addr`: a bind without
 /// SO_REUSEPORT is refused if any socket, sharing or not, is bound there.
-/// The probe is closed at once; the race with a process binding in between
-/// is left open. For TCP, SO_REUSEADDR lets the probe past connections of
-/// an earlier run still in TIME_WAIT, never past a listener. (FreeBSD:
-/// the same rule with SO_REUSEPORT_LB; untested here.)
+/// A dlsd restarted right after SIGTERM may find its predecessor's
+/// listeners for a moment (they close a millisecond or so after the
+/// signal), so the probe is tried again for up to [`CLAIM_WAIT`] before the
+/// start is refused. The probe is closed at once; two dlsd started at the
+/// same instant, or a program that binds later with SO_REUSEPORT, can still
+/// share the address. For TCP, SO_REUSEADDR lets the probe past
+/// connections of an earlier run in TIME_WAIT, never past a listener.
+/// (FreeBSD: the same rule with SO_REUSEPORT_LB; untested here.)
 fn refuse_claimed_port(addr: SocketAddr, kind: Type, key: &str) -> io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let probe = Socket::new(Domain::for_address(addr), kind, None)?;
-    if addr.is_ipv6() {
-        probe.set_only_v6(true)?;
-    }
-    if kind == Type::STREAM {
-        probe.set_reuse_address(true)?;
-    }
-    match probe.bind(&addr.into()) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
-            e.kind(),
-            format!(
-                "{key} {addr}: already in use by another process (another dlsd, or a peer server)"
-            ),
-        )),
-        _ => Ok(()),
+    let waited_since = Instant::now();
+    let mut told = false;
+    loop {
+        let probe = Socket::new(Domain::for_address(addr), kind, None)?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true)?;
+        }
+        if kind == Type::STREAM {
+            probe.set_reuse_address(true)?;
+        }
+        match probe.bind(&addr.into()) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if waited_since.elapsed() >= CLAIM_WAIT {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{key} {addr}: already in use (by another process, \
+                             or by connections of one that ended)"
+                        ),
+                    ));
+                }
+                if !told {
+                    told = true;
+                    info!(
+                        "{key} {addr}: in use; waiting up to {CLAIM_WAIT:?} for it to be released"
+                    );
+                }
+                std::thread::sleep(CLAIM_RETRY);
+            }
+            _ => return Ok(()),
+        }
     }
 }
+
+/// How long a start waits for a listen address another process holds.
+const CLAIM_WAIT: Duration = Duration::from_secs(1);
+const CLAIM_RETRY: Duration = Duration::from_millis(50);
 
 impl Engine {
     /// Binds every listener of every worker, then starts the workers. All
