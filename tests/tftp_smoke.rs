@@ -7,21 +7,26 @@ use std::time::Duration;
 
 use common::*;
 
+/// Fetches `name` from the server with curl into `out`; asserts curl
+/// succeeded.
+fn curl_get(server: &Server, name: &str, blksize: Option<&str>, out: &std::path::Path) {
+    let url = format!("tftp://127.0.0.1:{}/{name}", server.port());
+    let mut cmd = Command::new("curl");
+    cmd.arg("-sS");
+    if let Some(b) = blksize {
+        cmd.args(["--tftp-blksize", b]);
+    }
+    let (ok, text) = run(cmd.arg("-o").arg(out).arg(&url), Duration::from_secs(60));
+    assert!(ok, "curl: {text}\n{}", server.log());
+}
+
 #[test]
 fn curl_atftp_and_tftp_hpa_fetch_identical_bytes() {
     let server = Server::start("", "");
     let data = pattern(300_000, 1);
     server.put("a.bin", &data);
     let out = server.dir.path().join("out");
-    let url = format!("tftp://127.0.0.1:{}/a.bin", server.port());
-    let (ok, text) = run(
-        Command::new("curl")
-            .args(["-sS", "--tftp-blksize", "1432", "-o"])
-            .arg(&out)
-            .arg(&url),
-        Duration::from_secs(30),
-    );
-    assert!(ok, "curl: {text}\n{}", server.log());
+    curl_get(&server, "a.bin", Some("1432"), &out);
     assert_eq!(sha256_file(&out), sha256(&data));
     std::fs::remove_file(&out).unwrap();
     let (ok, text) = run(
@@ -98,15 +103,7 @@ fn idle_workers_sleep_after_a_transfer() {
     let data = pattern(4 << 20, 2);
     server.put("b.bin", &data);
     let out = server.dir.path().join("out");
-    let url = format!("tftp://127.0.0.1:{}/b.bin", server.port());
-    let (ok, text) = run(
-        Command::new("curl")
-            .args(["-sS", "--tftp-blksize", "1432", "-o"])
-            .arg(&out)
-            .arg(&url),
-        Duration::from_secs(60),
-    );
-    assert!(ok, "curl: {text}\n{}", server.log());
+    curl_get(&server, "b.bin", Some("1432"), &out);
     assert_eq!(sha256_file(&out), sha256(&data));
     // The transfer's last timers (lingering for a lost final ACK) end well
     // within this.
@@ -178,47 +175,24 @@ fn a_second_dlsd_on_the_same_ports_is_refused() {
     }
 
     let out = server.dir.path().join("out");
-    let url = format!("tftp://127.0.0.1:{}/c.bin", server.port());
-    let (ok, text) = run(
-        Command::new("curl").args(["-sS", "-o"]).arg(&out).arg(&url),
-        Duration::from_secs(30),
-    );
-    assert!(ok, "curl: {text}\n{}", server.log());
+    curl_get(&server, "c.bin", None, &out);
     assert_eq!(std::fs::read(&out).unwrap(), b"still mine");
 }
 
-/// Starts `dlsd serve --config config` and waits for it to say it runs.
+/// Starts `dlsd serve --config config` and waits (10 s at most) for it to
+/// say it runs; returns it and what it logged.
 fn start_again(config: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dlsd"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = String::new();
+    let (child, log) = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_dlsd"))
+            .args(["serve", "--config"])
+            .arg(config),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while let Ok(line) =
-        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-    {
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("running") {
-            break;
-        }
+    while std::time::Instant::now() < deadline && !log.lock().unwrap().contains("running") {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    (child, log)
+    let text = log.lock().unwrap().clone();
+    (child, text)
 }
 
 /// Sockets in TIME_WAIT (state 06) with local port `port`, from /proc/net/tcp.
@@ -247,16 +221,10 @@ fn a_restart_on_the_same_ports_starts() {
     std::thread::sleep(Duration::from_millis(100));
 
     // SIGTERM, and at once the next dlsd on the same file.
-    let _ = Command::new("kill")
-        .arg("-15")
-        .arg(first.pid().to_string())
-        .status();
+    send_signal(first.pid(), 15);
     let (mut second, log) = start_again(&first.config_path);
     let started = log.contains("running");
-    let _ = Command::new("kill")
-        .arg("-15")
-        .arg(second.id().to_string())
-        .status();
+    send_signal(second.id() as i32, 15);
     let _ = second.wait();
     assert!(started, "restart right after SIGTERM did not start:\n{log}");
     assert!(
@@ -275,10 +243,7 @@ fn a_restart_on_the_same_ports_starts() {
     );
     let (mut third, log) = start_again(&first.config_path);
     let started = log.contains("running");
-    let _ = Command::new("kill")
-        .arg("-15")
-        .arg(third.id().to_string())
-        .status();
+    send_signal(third.id() as i32, 15);
     let _ = third.wait();
     assert!(
         started,

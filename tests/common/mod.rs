@@ -109,23 +109,10 @@ impl Server {
             }
             None => Command::new(env!("CARGO_BIN_EXE_dlsd")),
         };
-        let mut child = cmd
-            .args(["--log-level", "debug", "serve", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dlsd");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let (child, log) = spawn_logged(
+            cmd.args(["--log-level", "debug", "serve", "--config"])
+                .arg(&config_path),
+        );
         let server = Server {
             child,
             dir,
@@ -191,8 +178,29 @@ impl Server {
     }
 }
 
+/// Spawns `cmd` with its stderr collected, line by line, into the
+/// returned log as it comes.
+pub fn spawn_logged(cmd: &mut Command) -> (Child, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dlsd");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (child, log)
+}
+
 /// `kill -SIG PID` for our own child only.
-fn send_signal(pid: i32, signal: i32) {
+pub fn send_signal(pid: i32, signal: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
